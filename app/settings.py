@@ -1,0 +1,88 @@
+"""Configuration: one ``Settings`` class read from ``RELAY_*`` environment variables and ``.env``.
+
+Every setting has a default, so ``relay serve`` starts with nothing configured on an embedded
+SQLite database. The settings object is built once (in the CLI or the lifespan) and handed down;
+nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+MiB = 1024 * 1024
+
+DEFAULT_RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)
+
+
+class Settings(BaseSettings):
+    """Every knob of the relay, with the default a single-machine install wants."""
+
+    model_config = SettingsConfigDict(env_prefix="RELAY_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./data/relay.db"
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_bot_token: SecretStr | None = None
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    admin_token: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+
+    max_result_bytes: int = 64 * MiB
+    max_attachment_bytes: int = 8 * MiB
+    max_body_messages: int = 3
+    max_audio_bytes: int = 512 * MiB
+
+    interaction_margin: float = 60.0
+    lease_seconds: float = 30.0
+    worker_concurrency: int = 16
+    poll_interval: float = 2.0
+    shutdown_grace: float = 20.0
+    run_workers: bool = True
+    retry_schedule: Annotated[list[float], NoDecode] = Field(default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE))
+    retry_jitter: float = 0.2
+    max_delivery_age: float = 24 * 3600.0
+    http_retry_attempts: int = 3
+
+    retention_delivered: float = 7 * 24 * 3600.0
+    retention_undelivered: float = 30 * 24 * 3600.0
+    purge_interval: float = 3600.0
+
+    transcription_workers: int = 1
+    whisper_model: str = "tiny.en"
+    whisper_device: Literal["auto", "cpu", "cuda"] = "auto"
+    keep_audio: bool = False
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "console"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded default, where the relay may create and migrate the file itself."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite URL, or None for in-memory and other backends."""
+        if not self.is_sqlite:
+            return None
+        path = self.database_url.split(":///", 1)[-1].split("?", 1)[0]
+        return None if path in ("", ":memory:") else Path(path)
