@@ -211,3 +211,10 @@ env:
 - name: data
   mountPath: /data
 {{- end }}
+
+{{/* "true" when /metrics wants a bearer token (RELAY_METRICS_TOKEN in the chart's or the existing Secret). */}}
+{{- define "relay.metricsTokenSet" -}}
+{{- if .Values.existingSecret }}{{ if .Values.serviceMonitor.existingSecretHasMetricsToken }}true{{ end }}
+{{- else if .Values.secrets.metricsToken }}true
+{{- end }}
+{{- end }}
