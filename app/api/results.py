@@ -1,0 +1,148 @@
+"""``/v1/results``: accept, read, list, acknowledge, redeliver and delete results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from app.deps import ProducerDep, ResultsDep, RuntimeDep
+from app.errors import ApiError, invalid, validation_details
+from app.ingest import build_targets, read_result
+from app.present import content_out, result_out
+from app.store import ResultFilter
+from schemas.api import (
+    Accepted,
+    BulkRedeliverIn,
+    ErrorBody,
+    RedeliverIn,
+    ResultContent,
+    ResultOut,
+    ResultPage,
+    ResultStatus,
+)
+
+router = APIRouter(prefix="/v1/results", tags=["results"],
+                   responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+
+_RESULT_BODY = {
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/ResultIn"}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "payload_json": {"type": "string", "description": "the JSON result (attachments may be omitted)"},
+            "files[0]": {"type": "string", "format": "binary"},
+        }, "required": ["payload_json"]}},
+    },
+    "required": True,
+}
+
+
+@router.post("", status_code=202, response_model=Accepted, openapi_extra={"requestBody": _RESULT_BODY},
+             responses={400: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody},
+                        422: {"model": ErrorBody}})
+async def create_result(
+    request: Request, runtime: RuntimeDep, key_id: ProducerDep, response: Response
+) -> Accepted:
+    """Store a result durably (committed before this answers) and queue its delivery."""
+    new = await read_result(request, key_id=key_id, settings=runtime.settings, cipher=runtime.cipher)
+    result_id, created = await run_in_threadpool(runtime.results.create, new)
+    if created:
+        runtime.wake_workers()
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    view = await run_in_threadpool(runtime.results.get, result_id)
+    return Accepted(id=result_id, status=view.status,
+                    links={"self": f"/v1/results/{result_id}"})
+
+
+@router.get("", response_model=ResultPage)
+async def list_results(
+    results: ResultsDep, _: ProducerDep,
+    status: Annotated[list[ResultStatus] | None, Query(description="repeat or comma-separate")] = None,
+    workflow_id: str | None = None,
+    since: datetime | None = None,
+    destination: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ResultPage:
+    """Results newest first (pickup listing); filter by status, workflow, creation time, destination."""
+    flt = ResultFilter(status=tuple(status or ()), workflow_id=workflow_id, since=since, destination=destination)
+    try:
+        views, next_cursor = await run_in_threadpool(results.list, flt, cursor=cursor, limit=limit)
+    except ValueError as exc:
+        raise invalid([{"field": "cursor", "message": str(exc)}], status=400) from None
+    return ResultPage(items=[result_out(v) for v in views], next_cursor=next_cursor)
+
+
+@router.post("/redeliver", responses={422: {"model": ErrorBody}})
+async def redeliver_matching(runtime: RuntimeDep, _: ProducerDep, body: BulkRedeliverIn) -> dict:
+    """Queue again every result matching the filter (default: all undelivered)."""
+    flt = ResultFilter(status=(body.status,), workflow_id=body.workflow_id, since=body.since,
+                       destination=body.destination)
+    ids = await run_in_threadpool(runtime.results.redeliver_matching, flt, limit=body.limit)
+    if ids:
+        runtime.wake_workers()
+    return {"queued": len(ids), "ids": ids}
+
+
+@router.get("/{result_id}", response_model=ResultOut, responses={404: {"model": ErrorBody}})
+async def get_result(result_id: str, results: ResultsDep, _: ProducerDep) -> ResultOut:
+    """A result's status and every delivery's state and last error (secrets masked)."""
+    return result_out(await run_in_threadpool(results.get, result_id))
+
+
+@router.get("/{result_id}/content", response_model=ResultContent, responses={404: {"model": ErrorBody}})
+async def get_content(result_id: str, results: ResultsDep, _: ProducerDep) -> ResultContent:
+    """The full original result: summary, body, fields, metadata, attachment list."""
+    return content_out(await run_in_threadpool(results.content, result_id))
+
+
+@router.get("/{result_id}/attachments/{index}", response_class=StreamingResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 404: {"model": ErrorBody}})
+async def get_attachment(result_id: str, index: int, results: ResultsDep, _: ProducerDep) -> StreamingResponse:
+    """The bytes of one attachment, streamed in pieces, with its content type and filename."""
+    meta = await run_in_threadpool(results.attachment, result_id, index)
+    disposition = f"attachment; filename*=UTF-8''{quote(meta.filename)}"
+    return StreamingResponse(
+        results.stream_attachment(result_id, index, meta.size), media_type=meta.content_type,
+        headers={"Content-Disposition": disposition, "Content-Length": str(meta.size),
+                 "X-Content-SHA256": meta.sha256},
+    )
+
+
+@router.post("/{result_id}/ack", response_model=ResultOut, responses={404: {"model": ErrorBody}})
+async def ack_result(result_id: str, results: ResultsDep, _: ProducerDep) -> ResultOut:
+    """A pickup client took the result: it becomes ``picked_up``."""
+    return result_out(await run_in_threadpool(results.ack, result_id))
+
+
+@router.post("/{result_id}/redeliver", response_model=ResultOut, status_code=202,
+             responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+async def redeliver_result(result_id: str, request: Request, runtime: RuntimeDep, _: ProducerDep) -> ResultOut:
+    """Queue a result again, to its route or to a new one (``{"route": [...]}``)."""
+    raw = await request.body()
+    try:
+        body = RedeliverIn.model_validate_json(raw) if raw.strip() else RedeliverIn()
+    except ValidationError as exc:
+        details = validation_details(exc)
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            raise ApiError(400, "invalid_json", "body is not valid JSON") from None
+        raise invalid(details) from None
+    targets = build_targets(body.route, runtime.settings, runtime.cipher) if body.route else None
+    view = await run_in_threadpool(lambda: runtime.results.redeliver(result_id, targets=targets, mode=body.mode))
+    runtime.wake_workers()
+    return result_out(view)
+
+
+@router.delete("/{result_id}", status_code=204, responses={404: {"model": ErrorBody}})
+async def delete_result(result_id: str, results: ResultsDep, _: ProducerDep) -> Response:
+    """Purge a result and its files now."""
+    await run_in_threadpool(results.delete, result_id)
+    return Response(status_code=204)
+
+

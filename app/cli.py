@@ -1,0 +1,135 @@
+"""The ``relay`` command: serve, worker, migrate, keys.
+
+Output meant for people goes to stderr through logging; the one value a script captures (a new
+key) is written alone on the last line of stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from app.db import SchemaOutdated, ensure_schema, migrate
+from app.logs import configure_logging
+from app.runtime import Runtime
+from app.settings import Settings
+from app.store import StoreUnavailable
+
+log = logging.getLogger("relay.cli")
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Bring the store up to date, make sure a producer key exists, and run the API (and workers)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    runtime = Runtime.build(settings)
+    try:
+        ensure_schema(runtime.engine, settings)
+    except SchemaOutdated as exc:
+        log.error("%s", exc)
+        return 2
+    if runtime.keys.count_active() == 0:
+        info, clear = runtime.keys.create(name="first-start")
+        _out(f"No producer key existed; created {info.id}. Shown once, store it now:")
+        _out(f"  {clear}")
+    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    _out(f"result-relay listening on {base}  (API docs: {base}/docs, store: {_safe_url(settings)})")
+    app = create_app(runtime=runtime)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=int(
+        settings.shutdown_grace), access_log=args.access_log)
+    runtime.close()
+    return 0
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    """Apply every pending migration."""
+    runtime = Runtime.build(settings)
+    migrate(runtime.engine)
+    log.info("schema is up to date (%s)", _safe_url(settings))
+    runtime.close()
+    return 0
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    """Create, list or revoke producer keys."""
+    runtime = Runtime.build(settings)
+    try:
+        ensure_schema(runtime.engine, settings)
+        if args.keys_cmd == "create":
+            info, clear = runtime.keys.create(name=args.name)
+            sys.stderr.write(f"created producer key {info.id} ({info.name or 'unnamed'}); it is shown once:\n")
+            _out(clear)
+        elif args.keys_cmd == "list":
+            for k in runtime.keys.list():
+                state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+                _out(f"{k.id}\t{k.name}\t{k.created_at:%Y-%m-%d %H:%M}\t{state}")
+        else:
+            if not runtime.keys.revoke(args.id):
+                log.error("no active key %s", args.id)
+                return 1
+            _out(f"revoked {args.id}")
+        return 0
+    except SchemaOutdated as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        runtime.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="relay", description="result-relay: workflow results to Discord")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP API and the delivery workers")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-access-log", dest="access_log", action="store_false")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="run delivery workers only (scale out)")
+    worker.set_defaults(func=_cmd_worker)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    keys = sub.add_parser("keys", help="manage producer keys")
+    keys_sub = keys.add_subparsers(dest="keys_cmd", required=True)
+    create = keys_sub.add_parser("create", help="create a key; printed alone on the last line")
+    create.add_argument("--name", default="")
+    keys_sub.add_parser("list", help="list keys")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("id")
+    keys.set_defaults(func=cmd_keys)
+    return parser
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from delivery.cli import run_worker_process
+
+    return run_worker_process(settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``relay`` console script."""
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return int(args.func(settings, args))
+    except StoreUnavailable as exc:
+        log.error("the store is unreachable: %s", exc)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The database engine and the schema's version: one place that knows SQLite from PostgreSQL.
+
+SQLite is the embedded default: WAL mode (readers never block the single writer), a busy timeout
+so concurrent writers queue instead of failing, and a data directory readable only by the
+service's user because it holds results and tokens. PostgreSQL is for several replicas.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.pool import NullPool
+
+from app.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SQLITE_BUSY_TIMEOUT_MS = 5000
+PG_CONNECT_TIMEOUT_S = 5
+
+
+class SchemaOutdated(RuntimeError):
+    """The database is behind the code's migrations; ``relay migrate`` fixes it."""
+
+
+def make_engine(settings: Settings) -> Engine:
+    """An engine for ``settings.database_url``, with the per-backend settings the relay relies on."""
+    url = settings.database_url
+    if settings.is_sqlite:
+        path = settings.sqlite_path
+        if path is not None:
+            _prepare_sqlite_file(path)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            poolclass=NullPool if path is None else None,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN; take control so that a write transaction
+        # starts with BEGIN IMMEDIATE where we ask for it and reads never upgrade mid-transaction.
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=10,
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+    )
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see make_engine)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # A writer takes the lock up front (IMMEDIATE): a deferred transaction that upgrades from read
+    # to write mid-way fails with SQLITE_BUSY at once instead of waiting out the busy timeout.
+    immediate = conn.get_execution_options().get("sqlite_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def alembic_config(engine: Engine) -> Config:
+    """An Alembic config that runs on ``engine`` (no alembic.ini needed at run time)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema up to the newest migration."""
+    command.upgrade(alembic_config(engine), "head")
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """``(current, head)``: the database's revision and the code's newest one."""
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head
+
+
+def ensure_schema(engine: Engine, settings: Settings) -> None:
+    """Migrate the embedded SQLite store; refuse an outdated PostgreSQL one (an operator's decision)."""
+    if settings.is_sqlite:
+        migrate(engine)
+        return
+    current, head = schema_revisions(engine)
+    if current != head:
+        raise SchemaOutdated(
+            f"the database schema is at revision {current or 'none'} but this relay needs {head}: "
+            "run `relay migrate` first"
+        )

@@ -1,0 +1,137 @@
+"""Turning a producer's route into stored destinations: URL checks (no SSRF), keys, masking.
+
+A webhook URL is accepted only when it is a Discord webhook URL or lies exactly under the
+configured API base (the emulator in tests). The relay always sends to its own API base, never to
+the host a producer wrote, so the URL is only a way to carry ``{id}/{token}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from app.secrets import MASK, Cipher
+from schemas.api import DestinationIn, DMDestination, InteractionDestination, WebhookDestination
+
+DISCORD_HOSTS = frozenset(
+    f"{prefix}{host}" for host in ("discord.com", "discordapp.com") for prefix in ("", "ptb.", "canary.")
+)
+_WEBHOOK_PATH = re.compile(r"^(?:/api(?:/v\d{1,2})?)?/webhooks/(\d{1,20})/([A-Za-z0-9_-]{1,200})/?$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+
+
+class InvalidDestination(ValueError):
+    """A route entry the relay refuses; ``field`` names it for the 422 body."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated destination ready to store: key, kind, masked label and the stored target dict."""
+
+    key: str
+    kind: str
+    label: str
+    stored: dict[str, Any]
+
+
+def parse_webhook_url(url: str, api_base: str) -> tuple[str, str, str | None]:
+    """``(webhook_id, token, thread_id)`` of an acceptable webhook URL, else ``ValueError`` with why."""
+    if any(ch.isspace() for ch in url) or "\\" in url:
+        raise ValueError("must not contain whitespace or backslashes")
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("must not carry user information")
+    if parts.fragment:
+        raise ValueError("must not carry a fragment")
+    if "%" in parts.path or "/../" in parts.path + "/" or "/./" in parts.path + "/":
+        raise ValueError("must not contain encoded or relative path segments")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError("has an invalid port") from exc
+    host = (parts.hostname or "").lower()
+    base = urlsplit(api_base)
+    under_base = (
+        parts.scheme == base.scheme
+        and host == (base.hostname or "").lower()
+        and port == base.port
+        and parts.path.startswith(base.path.rstrip("/") + "/webhooks/")
+    )
+    if under_base:
+        path = parts.path[len(base.path.rstrip("/")) :]
+        match = re.fullmatch(r"/webhooks/(\d{1,20})/([A-Za-z0-9_-]{1,200})", path)
+    else:
+        if parts.scheme != "https":
+            raise ValueError("must use https")
+        if host not in DISCORD_HOSTS:
+            raise ValueError("must be a Discord webhook URL (discord.com/api/webhooks/<id>/<token>)")
+        if port not in (None, 443):
+            raise ValueError("must not name a port")
+        match = _WEBHOOK_PATH.fullmatch(parts.path)
+    if match is None:
+        raise ValueError("must have the form https://discord.com/api/webhooks/<id>/<token>")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    if set(query) - {"thread_id", "wait"}:
+        raise ValueError("may only carry thread_id or wait in its query")
+    thread = query.get("thread_id", [None])[-1]
+    if thread is not None and not thread.isdigit():
+        raise ValueError("thread_id must be a snowflake")
+    return match.group(1), unquote(match.group(2)), thread
+
+
+def mask_webhook(webhook_id: str) -> str:
+    """The only form of a webhook URL that leaves the relay."""
+    return f"https://discord.com/api/webhooks/{webhook_id}/{MASK}"
+
+
+def build_target(
+    dest: DestinationIn, *, field: str, api_base: str, cipher: Cipher, bot_token_configured: bool
+) -> Target:
+    """Validate one route entry against configuration and produce what the store keeps."""
+    if isinstance(dest, WebhookDestination):
+        try:
+            webhook_id, token, url_thread = parse_webhook_url(dest.url, api_base)
+        except ValueError as exc:
+            raise InvalidDestination(f"{field}.url", str(exc)) from None
+        thread = dest.thread_id or url_thread
+        stored = {"webhook_id": webhook_id, "token": cipher.encrypt(token), "thread_id": thread}
+        label = mask_webhook(webhook_id) + (f" (thread {thread})" if thread else "")
+        return Target(key=f"webhook:{webhook_id}", kind="webhook", label=label, stored=stored)
+    if isinstance(dest, InteractionDestination):
+        if not _TOKEN.match(dest.token):
+            raise InvalidDestination(f"{field}.token", "is not an interaction token")
+        digest = hashlib.sha256(dest.token.encode()).hexdigest()[:16]
+        stored = {
+            "application_id": dest.application_id,
+            "token": cipher.encrypt(dest.token),
+            "created_at": dest.created_at.isoformat(),
+        }
+        label = f"interaction follow-up (application {dest.application_id})"
+        return Target(key=f"interaction:{dest.application_id}:{digest}", kind="interaction", label=label,
+                      stored=stored)
+    assert isinstance(dest, DMDestination)
+    if not bot_token_configured:
+        raise InvalidDestination(f"{field}.type", "a DM destination needs RELAY_DISCORD_BOT_TOKEN on the relay")
+    return Target(key=f"dm:{dest.user_id}", kind="dm", label=f"DM to user {dest.user_id}",
+                  stored={"user_id": dest.user_id})
+
+
+def public_destination(kind: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored target as API responses show it: every secret masked."""
+    if kind == "webhook":
+        out: dict[str, Any] = {"type": "webhook", "url": mask_webhook(stored["webhook_id"])}
+        if stored.get("thread_id"):
+            out["thread_id"] = stored["thread_id"]
+        return out
+    if kind == "interaction":
+        return {"type": "interaction", "application_id": stored["application_id"], "token": MASK,
+                "created_at": stored["created_at"]}
+    return {"type": "dm", "user_id": stored["user_id"]}

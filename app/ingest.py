@@ -1,0 +1,162 @@
+"""Reading ``POST /v1/results`` bodies: JSON or multipart, bounded before they reach memory.
+
+``BodyLimitMiddleware`` refuses a request whose ``Content-Length`` is over the limit before a byte
+of the body is read, and stops a chunked upload the moment it crosses the limit. The parsers turn
+a body into a validated ``NewResult`` or an ``ApiError`` that names the bad field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.destinations import InvalidDestination, Target, build_target
+from app.errors import ApiError, error_response, invalid, validation_details
+from app.secrets import Cipher
+from app.settings import Settings
+from app.store import NewAttachment, NewResult
+from schemas.api import DestinationIn, ResultIn, clean_filename
+
+_FILE_PART = re.compile(r"^files\[(\d{1,4})\]$")
+MAX_FORM_PARTS = 1000
+
+
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` when a streamed body crosses the limit."""
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over ``limit`` bytes, decided before the body is read into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except BodyTooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, "too_large", f"the request body is over {self.limit} bytes "
+                                  "(RELAY_MAX_RESULT_BYTES)", {"limit": self.limit}, {"Connection": "close"})
+        await response(scope, receive, send)
+
+
+def _canonical_hash(payload: Any, files: list[tuple[str, str, str]]) -> str:
+    blob = json.dumps({"payload": payload, "files": files}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _parse_json(raw: bytes | str, where: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        detail = f"line {exc.lineno} column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else (
+            "is not UTF-8")
+        raise ApiError(400, "invalid_json", f"{where} is not valid JSON ({detail})", {"field": where}) from None
+
+
+def _validate(payload: Any) -> ResultIn:
+    if not isinstance(payload, dict):
+        raise invalid([{"field": "body", "message": "must be a JSON object"}], status=400)
+    try:
+        return ResultIn.model_validate(payload)
+    except ValidationError as exc:
+        raise invalid(validation_details(exc)) from None
+
+
+def build_targets(route: list[DestinationIn], settings: Settings, cipher: Cipher, field: str = "route") -> list[Target]:
+    """Validate a route against the relay's configuration (URL allow-list, bot token)."""
+    try:
+        return [
+            build_target(dest, field=f"{field}.{i}", api_base=settings.discord_api_base, cipher=cipher,
+                         bot_token_configured=settings.discord_bot_token is not None)
+            for i, dest in enumerate(route)
+        ]
+    except InvalidDestination as exc:
+        raise invalid([{"field": exc.field, "message": exc.reason}]) from None
+
+
+async def read_result(request: Request, *, key_id: str, settings: Settings, cipher: Cipher) -> NewResult:
+    """Parse and validate the body of ``POST /v1/results`` into what the store keeps."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    files: list[NewAttachment] = []
+    if content_type == "multipart/form-data":
+        payload, files, file_digests = await _read_multipart(request, settings)
+    elif content_type in ("application/json", ""):
+        payload, file_digests = _parse_json(await request.body(), "body"), []
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       "send application/json or multipart/form-data with a payload_json part")
+    result = _validate(payload)
+    inline = [NewAttachment(a.filename, a.content_type, a.decoded()) for a in result.attachments]
+    idem = request.headers.get("idempotency-key")
+    if idem is not None and not 1 <= len(idem) <= 255:
+        raise invalid([{"field": "Idempotency-Key", "message": "must be 1 to 255 characters"}], status=400)
+    return NewResult(
+        key_id=key_id, idempotency_key=idem, request_hash=_canonical_hash(payload, file_digests),
+        workflow_id=result.workflow_id, title=result.title, summary=result.summary, body=result.body,
+        fields=[f.model_dump() for f in result.fields], url=result.url, color=result.color, level=result.level,
+        metadata=result.metadata, mode=result.mode, targets=build_targets(result.route, settings, cipher),
+        attachments=[*inline, *files],
+    )
+
+
+async def _read_multipart(request: Request, settings: Settings) -> tuple[Any, list[NewAttachment], list]:
+    form = await request.form(max_files=MAX_FORM_PARTS, max_fields=MAX_FORM_PARTS,
+                              max_part_size=settings.max_result_bytes)
+    try:
+        raw = form.get("payload_json")
+        if raw is None:
+            raise invalid([{"field": "payload_json", "message": "is required in a multipart request"}], status=400)
+        text = raw if isinstance(raw, str) else (await raw.read()).decode("utf-8", "replace")
+        payload = _parse_json(text, "payload_json")
+        numbered: list[tuple[int, UploadFile]] = []
+        for name, value in form.multi_items():
+            if name == "payload_json":
+                continue
+            match = _FILE_PART.match(name)
+            if match is None or not isinstance(value, UploadFile):
+                raise invalid([{"field": name, "message": "unexpected form part; files go in files[0], files[1], …"}],
+                              status=400)
+            numbered.append((int(match.group(1)), value))
+        files, digests = [], []
+        for n, upload in sorted(numbered, key=lambda item: item[0]):
+            try:
+                filename = clean_filename(upload.filename or "")
+            except ValueError:
+                raise invalid([{"field": f"files[{n}]", "message": "needs a filename in Content-Disposition"}],
+                              status=400) from None
+            data = await upload.read()
+            ctype = upload.content_type or "application/octet-stream"
+            files.append(NewAttachment(filename, ctype, data))
+            digests.append((filename, ctype, hashlib.sha256(data).hexdigest()))
+        return payload, files, digests
+    finally:
+        await form.close()

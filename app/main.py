@@ -1,0 +1,76 @@
+"""The FastAPI application: routers, error handlers, and the lifespan that owns every resource.
+
+The lifespan is the only start/stop path: it opens the store (migrating the embedded SQLite file,
+refusing an outdated PostgreSQL schema), starts the retention purge and the delivery workers, and
+stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app.api import health, results
+from app.db import ensure_schema
+from app.errors import install_error_handlers
+from app.ingest import BodyLimitMiddleware
+from app.results import retention_cutoffs
+from app.runtime import Runtime
+from app.settings import Settings
+from app.store import StoreUnavailable, utcnow
+
+log = logging.getLogger("relay.app")
+
+
+async def purge_forever(runtime: Runtime) -> None:
+    """Retention: every ``purge_interval`` seconds, delete finished results past their retention."""
+    settings = runtime.settings
+    while True:
+        delivered_before, undelivered_before = retention_cutoffs(
+            utcnow(), settings.retention_delivered, settings.retention_undelivered)
+        try:
+            purged = await run_in_threadpool(
+                runtime.results.purge, delivered_before=delivered_before, undelivered_before=undelivered_before)
+            if purged:
+                log.info("retention purged %d results", purged)
+        except StoreUnavailable as exc:
+            log.warning("retention purge skipped, store unavailable: %s", exc)
+        await asyncio.sleep(settings.purge_interval)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """An app for ``settings`` (read from the environment when omitted)."""
+    settings = settings or (runtime.settings if runtime else Settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or Runtime.build(settings)
+        await run_in_threadpool(ensure_schema, rt.engine, settings)
+        app.state.runtime = rt
+        app.state.keys = rt.keys
+        purge = asyncio.create_task(purge_forever(rt), name="retention-purge")
+        try:
+            yield
+        finally:
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
+            if runtime is None:
+                rt.close()
+
+    app = FastAPI(
+        title="result-relay",
+        version="0.1.0",
+        summary="Durable delivery of workflow results to Discord.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(results.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_result_bytes)
+    return app

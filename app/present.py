@@ -1,0 +1,44 @@
+"""Store views → API responses. The only place that decides what a producer sees; secrets masked."""
+
+from __future__ import annotations
+
+from app.destinations import public_destination
+from app.store import AttachmentMeta, DeliveryView, ResultContentView, ResultView
+from schemas.api import AttachmentOut, DeliveryOut, LastError, ResultContent, ResultOut
+
+
+def attachment_out(result_id: str, meta: AttachmentMeta) -> AttachmentOut:
+    """An attachment's metadata with its download link."""
+    return AttachmentOut(index=meta.index, filename=meta.filename, content_type=meta.content_type, size=meta.size,
+                         sha256=meta.sha256, download=f"/v1/results/{result_id}/attachments/{meta.index}")
+
+
+def delivery_out(view: DeliveryView) -> DeliveryOut:
+    """One delivery, its destination masked."""
+    has_error = view.last_error_status is not None or view.last_error_message is not None
+    return DeliveryOut(
+        destination=public_destination(view.kind, view.stored), status=view.status, attempts=view.attempts,
+        message_ids=view.message_ids,
+        last_error=LastError(http_status=view.last_error_status, discord_code=view.last_error_code,
+                             message=view.last_error_message) if has_error else None,
+        next_attempt_at=view.next_attempt_at,
+    )
+
+
+def result_out(view: ResultView) -> ResultOut:
+    """``GET /v1/results/{id}``."""
+    return ResultOut(
+        id=view.id, status=view.status, workflow_id=view.workflow_id, title=view.title, mode=view.mode,
+        created_at=view.created_at, updated_at=view.updated_at,
+        deliveries=[delivery_out(d) for d in view.deliveries],
+        attachments=[attachment_out(view.id, a) for a in view.attachments],
+    )
+
+
+def content_out(view: ResultContentView) -> ResultContent:
+    """``GET /v1/results/{id}/content``."""
+    return ResultContent(
+        id=view.id, workflow_id=view.workflow_id, title=view.title, summary=view.summary, body=view.body,
+        fields=view.fields, url=view.url, color=view.color, level=view.level, metadata=view.metadata,
+        attachments=[attachment_out(view.id, a) for a in view.attachments],
+    )

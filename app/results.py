@@ -1,0 +1,358 @@
+"""``ResultStore``: accepting, reading, listing, redelivering and purging results.
+
+Every public method is one transaction. ``create`` commits the result, its files and its
+deliveries together, so a ``202`` always means all of it is stored and nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, delete, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from app.destinations import Target
+from app.ids import new_id
+from app.store import (
+    AttachmentMeta,
+    Database,
+    DeliveryView,
+    IdempotencyConflict,
+    NewResult,
+    NotFound,
+    ResultContentView,
+    ResultFilter,
+    ResultView,
+    as_utc,
+    decode_cursor,
+    encode_cursor,
+    utcnow,
+)
+from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
+
+STREAM_CHUNK = 1024 * 1024
+
+
+class ResultStore:
+    """Results and their deliveries, as the HTTP API and the admin page see them."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def create(self, new: NewResult) -> tuple[str, bool]:
+        """Store a result; ``(id, created)``. A repeated idempotency key returns the first id."""
+        if new.idempotency_key is not None:
+            existing = self._find_idempotent(new)
+            if existing is not None:
+                return existing, False
+        result_id = new_id("res")
+        try:
+            with self._db.session(write=True) as session:
+                now = utcnow()
+                session.add(Result(
+                    id=result_id, key_id=new.key_id, idempotency_key=new.idempotency_key,
+                    request_hash=new.request_hash, workflow_id=new.workflow_id, title=new.title,
+                    summary=new.summary, body=new.body, fields_json=new.fields, url=new.url, color=new.color,
+                    level=new.level, metadata_json=new.metadata, mode=new.mode, status="pending",
+                    created_at=now, updated_at=now,
+                ))
+                for idx, att in enumerate(new.attachments):
+                    session.add(Attachment(
+                        result_id=result_id, idx=idx, filename=att.filename, content_type=att.content_type,
+                        size=len(att.data), sha256=hashlib.sha256(att.data).hexdigest(), data=att.data,
+                    ))
+                self._add_deliveries(session, result_id, 1, new.mode, new.targets, now)
+        except IntegrityError:
+            # A concurrent request with the same idempotency key committed first.
+            existing = self._find_idempotent(new) if new.idempotency_key is not None else None
+            if existing is None:
+                raise
+            return existing, False
+        return result_id, True
+
+    def _find_idempotent(self, new: NewResult) -> str | None:
+        with self._db.session() as session:
+            row = session.execute(
+                select(Result.id, Result.request_hash).where(
+                    Result.key_id == new.key_id, Result.idempotency_key == new.idempotency_key
+                )
+            ).first()
+        if row is None:
+            return None
+        if row.request_hash != new.request_hash:
+            raise IdempotencyConflict(row.id)
+        return str(row.id)
+
+    def _add_deliveries(
+        self, session: Session, result_id: str, generation: int, mode: str, targets: Sequence[Target],
+        now: datetime,
+    ) -> None:
+        for position, target in enumerate(targets):
+            _ensure_destination(session, target, now)
+            first = position == 0 or mode == "all"
+            session.add(Delivery(
+                result_id=result_id, generation=generation, position=position, destination_key=target.key,
+                kind=target.kind, target_json=target.stored, status="pending" if first else "waiting",
+                next_attempt_at=now if first else None, created_at=now, updated_at=now,
+            ))
+
+    def ack(self, result_id: str) -> ResultView:
+        """A pickup client took the result: ``picked_up``; deliveries not yet started are cancelled."""
+        with self._db.session(write=True) as session:
+            result = _get_result(session, result_id)
+            now = utcnow()
+            result.status, result.updated_at, result.finished_at = "picked_up", now, now
+            session.execute(
+                update(Delivery)
+                .where(Delivery.result_id == result_id, Delivery.status.in_(("pending", "waiting")))
+                .values(status="cancelled", next_attempt_at=None, updated_at=now)
+            )
+        return self.get(result_id)
+
+    def redeliver(self, result_id: str, *, targets: Sequence[Target] | None = None,
+                  mode: str | None = None) -> ResultView:
+        """Queue a result again: to a new route, or to its own route resuming where it stopped."""
+        with self._db.session(write=True) as session:
+            self._redeliver(session, _get_result(session, result_id), targets, mode)
+        return self.get(result_id)
+
+    def _redeliver(self, session: Session, result: Result, targets: Sequence[Target] | None,
+                   mode: str | None) -> None:
+        now = utcnow()
+        if mode is not None:
+            result.mode = mode
+        current = session.scalars(
+            select(Delivery).where(Delivery.result_id == result.id, Delivery.generation == result.generation)
+            .order_by(Delivery.position)
+        ).all()
+        if targets is None and result.status in ("delivered", "picked_up"):
+            # An explicit resend of something that arrived: a fresh generation, same destinations.
+            targets = [Target(key=d.destination_key, kind=d.kind, label="", stored=d.target_json) for d in current]
+        if targets is not None:
+            for old in current:
+                if old.status in ("pending", "waiting"):
+                    old.status, old.next_attempt_at, old.updated_at = "cancelled", None, now
+            result.generation += 1
+            self._add_deliveries(session, result.id, result.generation, result.mode, targets, now)
+        else:
+            # Same route, not yet delivered: reset what did not arrive, keeping the sent-message marks
+            # so a resumed delivery never repeats a message Discord already holds.
+            waiting_turn = False
+            for d in current:
+                if d.status in ("delivered", "sending"):
+                    continue
+                first = result.mode == "all" or not waiting_turn
+                waiting_turn = True
+                d.status = "pending" if first else "waiting"
+                d.next_attempt_at = now if first else None
+                d.attempts, d.first_attempt_at, d.updated_at = 0, None, now
+                d.last_error_status = d.last_error_code = None
+                d.last_error_message = None
+                session.add(DeliveryEvent(delivery_id=d.id, at=now, outcome="redeliver_requested"))
+        result.status, result.updated_at, result.finished_at = "pending", now, None
+
+    def redeliver_matching(self, flt: ResultFilter, *, limit: int = 1000) -> list[str]:
+        """Bulk redelivery: every result matching the filter (up to ``limit``), in one transaction."""
+        with self._db.session(write=True) as session:
+            rows = session.scalars(_filtered(select(Result), flt).order_by(Result.created_at).limit(limit)).all()
+            for result in rows:
+                self._redeliver(session, result, None, None)
+            return [r.id for r in rows]
+
+    def delete(self, result_id: str) -> None:
+        """Purge one result and everything that hangs off it."""
+        with self._db.session(write=True) as session:
+            _get_result(session, result_id)
+            _delete_results(session, [result_id])
+
+    def purge(self, *, delivered_before: datetime, undelivered_before: datetime, batch: int = 500) -> int:
+        """Retention: delete finished results older than their status's retention; returns how many."""
+        total = 0
+        while True:
+            with self._db.session(write=True) as session:
+                ids = session.scalars(
+                    select(Result.id).where(or_(
+                        Result.status.in_(("delivered", "picked_up")) & (Result.finished_at < delivered_before),
+                        (Result.status == "undelivered") & (Result.finished_at < undelivered_before),
+                    )).limit(batch)
+                ).all()
+                if ids:
+                    _delete_results(session, list(ids))
+            total += len(ids)
+            if len(ids) < batch:
+                return total
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def get(self, result_id: str) -> ResultView:
+        """One result with its current deliveries."""
+        with self._db.session() as session:
+            result = _get_result(session, result_id)
+            return _views(session, [result])[0]
+
+    def list(
+        self, flt: ResultFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> tuple[list[ResultView], str | None]:
+        """A page, newest first, and the cursor of the next page (None at the end)."""
+        query = _filtered(select(Result), flt)
+        if cursor:
+            stamp, last_id = decode_cursor(cursor)
+            query = query.where(or_(Result.created_at < stamp, (Result.created_at == stamp) & (Result.id < last_id)))
+        query = query.order_by(Result.created_at.desc(), Result.id.desc()).limit(limit + 1)
+        with self._db.session() as session:
+            rows = session.scalars(query).all()
+            views = _views(session, list(rows[:limit]))
+        next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+        return views, next_cursor
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many results are in each status (admin overview, queue metrics)."""
+        with self._db.session() as session:
+            rows = session.execute(select(Result.status, func.count()).group_by(Result.status)).all()
+        return {status: int(n) for status, n in rows}
+
+    def content(self, result_id: str) -> ResultContentView:
+        """The whole original result."""
+        with self._db.session() as session:
+            r = _get_result(session, result_id)
+            atts = _attachment_meta(session, [r.id]).get(r.id, [])
+        return ResultContentView(
+            id=r.id, workflow_id=r.workflow_id, title=r.title, summary=r.summary, body=r.body,
+            fields=list(r.fields_json), url=r.url, color=r.color, level=r.level,
+            metadata=dict(r.metadata_json), attachments=atts,
+        )
+
+    def attachment(self, result_id: str, index: int) -> AttachmentMeta:
+        """Metadata of one attachment; ``NotFound`` if there is no such file."""
+        with self._db.session() as session:
+            for meta in _attachment_meta(session, [result_id]).get(result_id, []):
+                if meta.index == index:
+                    return meta
+        raise NotFound(f"{result_id}/attachments/{index}")
+
+    def read_attachment(self, result_id: str, index: int, offset: int, length: int) -> bytes:
+        """A byte range of an attachment, read in the database (never the whole blob)."""
+        with self._db.session() as session:
+            data = session.scalar(
+                select(func.substr(Attachment.data, offset + 1, length)).where(
+                    Attachment.result_id == result_id, Attachment.idx == index
+                )
+            )
+        if data is None:
+            raise NotFound(f"{result_id}/attachments/{index}")
+        return bytes(data)
+
+    def stream_attachment(self, result_id: str, index: int, size: int) -> Iterator[bytes]:
+        """The attachment in 1 MiB pieces, each its own short read."""
+        for offset in range(0, size, STREAM_CHUNK):
+            yield self.read_attachment(result_id, index, offset, min(STREAM_CHUNK, size - offset))
+
+
+def _get_result(session: Session, result_id: str) -> Result:
+    result = session.get(Result, result_id)
+    if result is None:
+        raise NotFound(result_id)
+    return result
+
+
+def _filtered(query: Select[Any], flt: ResultFilter) -> Select[Any]:
+    if flt.status:
+        query = query.where(Result.status.in_(list(flt.status)))
+    if flt.workflow_id:
+        query = query.where(Result.workflow_id == flt.workflow_id)
+    if flt.since:
+        query = query.where(Result.created_at >= flt.since)
+    if flt.until:
+        query = query.where(Result.created_at < flt.until)
+    if flt.destination:
+        query = query.where(exists().where(
+            Delivery.result_id == Result.id, Delivery.generation == Result.generation,
+            Delivery.destination_key == flt.destination,
+        ))
+    if flt.search:
+        needle = f"%{flt.search.lower()}%"
+        query = query.where(or_(func.lower(Result.title).like(needle), func.lower(Result.workflow_id).like(needle)))
+    return query
+
+
+def _ensure_destination(session: Session, target: Target, now: datetime) -> None:
+    values = {"key": target.key, "kind": target.kind, "label": target.label, "updated_at": now}
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(Destination).values(**values).on_conflict_do_nothing(index_elements=["key"]))
+
+
+def _attachment_meta(session: Session, result_ids: list[str]) -> dict[str, list[AttachmentMeta]]:
+    rows = session.execute(
+        select(Attachment.result_id, Attachment.idx, Attachment.filename, Attachment.content_type,
+               Attachment.size, Attachment.sha256)
+        .where(Attachment.result_id.in_(result_ids)).order_by(Attachment.result_id, Attachment.idx)
+    ).all()
+    out: dict[str, list[AttachmentMeta]] = {}
+    for row in rows:
+        out.setdefault(row.result_id, []).append(
+            AttachmentMeta(index=row.idx, filename=row.filename, content_type=row.content_type, size=row.size,
+                           sha256=row.sha256)
+        )
+    return out
+
+
+def _views(session: Session, results: list[Result]) -> list[ResultView]:
+    if not results:
+        return []
+    ids = [r.id for r in results]
+    generation = {r.id: r.generation for r in results}
+    deliveries = [
+        d for d in session.scalars(
+            select(Delivery).where(Delivery.result_id.in_(ids)).order_by(Delivery.result_id, Delivery.position)
+        ).all() if d.generation == generation[d.result_id]
+    ]
+    sent: dict[int, list[str]] = {}
+    if deliveries:
+        for delivery_id, message_id in session.execute(
+            select(PlannedMessage.delivery_id, PlannedMessage.message_id)
+            .where(PlannedMessage.delivery_id.in_([d.id for d in deliveries]),
+                   PlannedMessage.message_id.is_not(None))
+            .order_by(PlannedMessage.delivery_id, PlannedMessage.seq)
+        ).all():
+            sent.setdefault(delivery_id, []).append(message_id)
+    by_result: dict[str, list[DeliveryView]] = {}
+    for d in deliveries:
+        by_result.setdefault(d.result_id, []).append(DeliveryView(
+            id=d.id or 0, position=d.position, destination_key=d.destination_key, kind=d.kind,
+            stored=d.target_json, status=d.status, attempts=d.attempts, message_ids=sent.get(d.id or 0, []),
+            last_error_status=d.last_error_status, last_error_code=d.last_error_code,
+            last_error_message=d.last_error_message, next_attempt_at=as_utc(d.next_attempt_at),
+            delivered_at=as_utc(d.delivered_at),
+        ))
+    attachments = _attachment_meta(session, ids)
+    return [
+        ResultView(
+            id=r.id, status=r.status, workflow_id=r.workflow_id, title=r.title, mode=r.mode,
+            created_at=as_utc(r.created_at), updated_at=as_utc(r.updated_at),  # type: ignore[arg-type]
+            generation=r.generation, deliveries=by_result.get(r.id, []), attachments=attachments.get(r.id, []),
+        )
+        for r in results
+    ]
+
+
+def _delete_results(session: Session, ids: list[str]) -> None:
+    delivery_ids = select(Delivery.id).where(Delivery.result_id.in_(ids)).scalar_subquery()
+    session.execute(delete(PlannedMessage).where(PlannedMessage.delivery_id.in_(delivery_ids)))
+    session.execute(delete(DeliveryEvent).where(DeliveryEvent.delivery_id.in_(delivery_ids)))
+    session.execute(delete(Delivery).where(Delivery.result_id.in_(ids)))
+    session.execute(delete(Attachment).where(Attachment.result_id.in_(ids)))
+    session.execute(delete(Result).where(Result.id.in_(ids)))
+
+
+def retention_cutoffs(now: datetime, delivered_s: float, undelivered_s: float) -> tuple[datetime, datetime]:
+    """The two ``finished_at`` limits below which results are purged."""
+    return now - timedelta(seconds=delivered_s), now - timedelta(seconds=undelivered_s)

@@ -1,0 +1,229 @@
+"""The wire contract of ``/v1``: request and response models. Pure pydantic, no I/O.
+
+Validation that needs configuration (is this webhook URL allowed? is a bot token configured?)
+happens in ``app.destinations``; everything that can be decided from the body alone is here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Snowflake = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
+Level = Literal["info", "success", "warning", "error"]
+Mode = Literal["first_success", "all"]
+ResultStatus = Literal["pending", "delivering", "delivered", "undelivered", "picked_up"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WebhookDestination(_Strict):
+    """A channel webhook: the primary path, it never expires."""
+
+    type: Literal["webhook"]
+    url: str = Field(max_length=512)
+    thread_id: Snowflake | None = None
+
+
+class InteractionDestination(_Strict):
+    """An interaction follow-up: usable only while the token lives (15 minutes after ``created_at``)."""
+
+    type: Literal["interaction"]
+    application_id: Snowflake
+    token: str = Field(min_length=1, max_length=1000)
+    created_at: datetime
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must carry a timezone, e.g. 2026-11-23T10:00:00Z")
+        return value
+
+
+class DMDestination(_Strict):
+    """A direct message to a user, sent with the relay's bot token."""
+
+    type: Literal["dm"]
+    user_id: Snowflake
+
+
+DestinationIn = Annotated[WebhookDestination | InteractionDestination | DMDestination, Field(discriminator="type")]
+
+
+class FieldIn(_Strict):
+    """An embed field; lengths are Discord's, so a field never has to be cut."""
+
+    name: str = Field(min_length=1, max_length=256)
+    value: str = Field(min_length=1, max_length=1024)
+    inline: bool = False
+
+
+class AttachmentIn(_Strict):
+    """A file sent inline as base64 (multipart file parts need no base64)."""
+
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    content_base64: str
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return clean_filename(value)
+
+    @field_validator("content_base64")
+    @classmethod
+    def _decodes(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("is not valid base64") from exc
+        return value
+
+    def decoded(self) -> bytes:
+        """The file's bytes (validated as base64 already)."""
+        return base64.b64decode(self.content_base64, validate=True)
+
+
+class ResultIn(_Strict):
+    """``POST /v1/results``: what a producer hands over."""
+
+    workflow_id: str | None = Field(default=None, max_length=255)
+    title: str | None = Field(default=None, max_length=4000)
+    summary: str | None = None
+    body: str | None = None
+    fields: list[FieldIn] = Field(default_factory=list, max_length=500)
+    url: str | None = Field(default=None, max_length=2048)
+    color: int | None = Field(default=None, ge=0, le=0xFFFFFF)
+    level: Level | None = None
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=1000)
+    route: list[DestinationIn] = Field(min_length=1, max_length=20)
+    mode: Mode = "first_success"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
+class RedeliverIn(_Strict):
+    """``POST /v1/results/{id}/redeliver``: optionally a new route (and mode)."""
+
+    route: list[DestinationIn] | None = Field(default=None, min_length=1, max_length=20)
+    mode: Mode | None = None
+
+
+class BulkRedeliverIn(_Strict):
+    """``POST /v1/results/redeliver``: every result matching the filter is queued again."""
+
+    status: Literal["undelivered", "delivered", "picked_up"] = "undelivered"
+    workflow_id: str | None = None
+    since: datetime | None = None
+    destination: str | None = Field(default=None, description="destination key, e.g. webhook:123")
+    limit: int = Field(default=1000, ge=1, le=10000)
+
+
+class ErrorDetail(BaseModel):
+    """The inside of every error body."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """``{"error": {...}}``: the one shape of every 4xx/5xx answer."""
+
+    error: ErrorDetail
+
+
+class Accepted(BaseModel):
+    """The ``202`` answer: the result is committed."""
+
+    id: str
+    status: str
+    links: dict[str, str]
+
+
+class LastError(BaseModel):
+    """Why a delivery last failed, in Discord's terms."""
+
+    http_status: int | None = None
+    discord_code: int | None = None
+    message: str | None = None
+
+
+class DeliveryOut(BaseModel):
+    """One destination of a result, secrets masked."""
+
+    destination: dict[str, Any]
+    status: str
+    attempts: int
+    message_ids: list[str]
+    last_error: LastError | None
+    next_attempt_at: datetime | None
+
+
+class AttachmentOut(BaseModel):
+    """Metadata of a stored attachment; bytes at ``links.download``."""
+
+    index: int
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    download: str
+
+
+class ResultOut(BaseModel):
+    """``GET /v1/results/{id}``."""
+
+    id: str
+    status: str
+    workflow_id: str | None
+    title: str | None
+    mode: str
+    created_at: datetime
+    updated_at: datetime
+    deliveries: list[DeliveryOut]
+    attachments: list[AttachmentOut]
+
+
+class ResultPage(BaseModel):
+    """A page of the pickup listing, newest first."""
+
+    items: list[ResultOut]
+    next_cursor: str | None
+
+
+class ResultContent(BaseModel):
+    """``GET /v1/results/{id}/content``: the original result."""
+
+    id: str
+    workflow_id: str | None
+    title: str | None
+    summary: str | None
+    body: str | None
+    fields: list[dict[str, Any]]
+    url: str | None
+    color: int | None
+    level: str | None
+    metadata: dict[str, Any]
+    attachments: list[AttachmentOut]
+
+
+def clean_filename(name: str) -> str:
+    """Keep the last path component: a filename is never a path (``../../etc/passwd`` → ``passwd``)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip().replace("\x00", "")
+    if base in ("", ".", ".."):
+        raise ValueError("is not a usable file name")
+    return base

@@ -1,0 +1,168 @@
+"""The stored data model: SQLModel tables, nothing that does I/O.
+
+Tables and why they exist (see DESIGN.md, "Data model"):
+
+- ``ApiKey``       producer credentials, hashed at rest.
+- ``Result``       what a producer sent, with its status and retention deadline.
+- ``Attachment``   the producer's files, bytes stored in the database so one backup holds everything.
+- ``Destination``  one webhook / DM user / interaction: rate-limit state and the disabled flag live
+                   here so every worker and replica sees the same bucket.
+- ``Delivery``     one per (result, destination, route generation): attempts, lease, last error.
+- ``PlannedMessage`` the rendered messages of a delivery, each marked sent with its Discord id,
+                   so a retry resumes at the first unsent message.
+- ``DeliveryEvent``  the timeline of every attempt, shown by the admin page.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class ApiKey(SQLModel, table=True):
+    """A producer key: ``rrk_<id>.<secret>``; only the sha256 of the whole key is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(default="", max_length=200)
+    key_hash: str = Field(max_length=64)
+    created_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class Result(SQLModel, table=True):
+    """One accepted result. ``status`` follows pending → delivering → delivered|undelivered → picked_up."""
+
+    __tablename__ = "results"
+    __table_args__ = (
+        UniqueConstraint("key_id", "idempotency_key", name="uq_results_idempotency"),
+        Index("ix_results_status_created", "status", "created_at"),
+        Index("ix_results_workflow_created", "workflow_id", "created_at"),
+        Index("ix_results_created", "created_at"),
+        Index("ix_results_status_finished", "status", "finished_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    key_id: str = Field(max_length=40)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    request_hash: str = Field(max_length=64)
+    workflow_id: str | None = Field(default=None, max_length=255)
+    title: str | None = Field(default=None, sa_column=Column(Text))
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    body: str | None = Field(default=None, sa_column=Column(Text))
+    fields_json: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    url: str | None = Field(default=None, sa_column=Column(Text))
+    color: int | None = None
+    level: str | None = Field(default=None, max_length=16)
+    metadata_json: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    mode: str = Field(default="first_success", max_length=16)
+    status: str = Field(default="pending", max_length=16)
+    generation: int = 1
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None  # retention counts from here (see ResultStore.purge)
+
+
+class Attachment(SQLModel, table=True):
+    """A producer file. Read back by byte range, so a plan never copies a whole 64 MiB blob eagerly."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (UniqueConstraint("result_id", "idx", name="uq_attachments_result_idx"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    result_id: str = Field(max_length=40, index=True)
+    idx: int
+    filename: str = Field(max_length=255)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    size: int
+    sha256: str = Field(max_length=64)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class Destination(SQLModel, table=True):
+    """Shared state of one Discord destination, keyed ``webhook:<id>``, ``dm:<user>``, ``interaction:<app>:<h>``."""
+
+    __tablename__ = "destinations"
+
+    key: str = Field(primary_key=True, max_length=120)
+    kind: str = Field(max_length=16)
+    label: str = Field(default="", max_length=300)
+    disabled: bool = False
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+    disabled_at: datetime | None = None
+    bucket: str | None = Field(default=None, max_length=100)
+    remaining: int | None = None
+    reset_at: datetime | None = None
+    blocked_until: datetime | None = None
+    dm_channel_id: str | None = Field(default=None, max_length=40)
+    lease_owner: str | None = Field(default=None, max_length=80)
+    lease_expires_at: datetime | None = None
+    updated_at: datetime
+
+
+class Delivery(SQLModel, table=True):
+    """Getting one result to one destination. ``target_json`` holds the (encrypted) secret parts."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_result", "result_id", "generation", "position"),
+        Index("ix_deliveries_destination", "destination_key", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    result_id: str = Field(max_length=40)
+    generation: int = 1
+    position: int
+    destination_key: str = Field(max_length=120)
+    kind: str = Field(max_length=16)
+    target_json: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    first_attempt_at: datetime | None = None
+    last_error_status: int | None = None
+    last_error_code: int | None = None
+    last_error_message: str | None = Field(default=None, sa_column=Column(Text))
+    lease_owner: str | None = Field(default=None, max_length=80)
+    lease_expires_at: datetime | None = None
+    render_scale: int = 0
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None = None
+
+
+class PlannedMessage(SQLModel, table=True):
+    """One rendered Discord message of a delivery; ``message_id`` set the moment Discord confirms it."""
+
+    __tablename__ = "planned_messages"
+    __table_args__ = (UniqueConstraint("delivery_id", "seq", name="uq_planned_delivery_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(index=True)
+    seq: int
+    payload_json: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    files_json: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    nonce: str = Field(max_length=25)
+    message_id: str | None = Field(default=None, max_length=40)
+    sent_at: datetime | None = None
+
+
+class DeliveryEvent(SQLModel, table=True):
+    """One attempt or state change of a delivery: the timeline the admin page draws."""
+
+    __tablename__ = "delivery_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(index=True)
+    at: datetime
+    outcome: str = Field(max_length=32)
+    http_status: int | None = None
+    discord_code: int | None = None
+    message: str | None = Field(default=None, sa_column=Column(Text))
+    retry_at: datetime | None = None
