@@ -7,8 +7,13 @@ key) is written alone on the last line of stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+
+import uvicorn
 
 from app.db import SchemaOutdated, ensure_schema, migrate
 from app.logs import configure_logging
@@ -26,8 +31,6 @@ def _out(line: str) -> None:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Bring the store up to date, make sure a producer key exists, and run the API (and workers)."""
-    import uvicorn
-
     from app.main import create_app
 
     runtime = Runtime.build(settings)
@@ -43,10 +46,29 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     _out(f"result-relay listening on {base}  (API docs: {base}/docs, store: {_safe_url(settings)})")
     app = create_app(runtime=runtime)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=int(
-        settings.shutdown_grace), access_log=args.access_log)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=args.access_log,
+                            timeout_graceful_shutdown=int(settings.shutdown_grace))
+    server = DrainingServer(config)
+    server.run()
     runtime.close()
-    return 0
+    return 0 if server.started else 1
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, minus its habit of re-raising SIGTERM after a clean drain (exit status -15).
+
+    A drained relay exits 0: Kubernetes and systemd read anything else as a crash.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask for a graceful exit (a second one forces it); nothing is re-raised."""
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _safe_url(settings: Settings) -> str:

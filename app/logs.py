@@ -25,7 +25,7 @@ class JsonFormatter(logging.Formatter):
         data.update({k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")})
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
+        return json.dumps(data, default=str, ensure_ascii=False)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:

@@ -1,0 +1,43 @@
+# The two commands of README.md: `make run` and `make test`. Everything they need is installed here.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test test-fast test-slow lint deploy-check bench install install-dev system-deps
+
+run: $(VENV)/.installed
+	$(BIN)/relay serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-dev system-deps
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m slow
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/pytest -m "not slow"
+
+test-slow: $(VENV)/.installed-dev system-deps
+	$(BIN)/pytest -m slow
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+deploy-check: $(VENV)/.installed-dev
+	VENV=$(VENV) scripts/check-deploy.sh
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[postgres]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[postgres,transcription,dev]'
+	touch $(VENV)/.installed $@
+
+system-deps:
+	VENV=$(VENV) scripts/install-test-deps.sh

@@ -1,0 +1,115 @@
+"""The ``relay`` command as a newcomer runs it: serve on nothing, migrate, keys; schema checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+from sqlmodel import SQLModel
+
+import schemas.tables  # noqa: F401
+from tests.support.db import fresh_pg_database, pg_url
+
+RELAY = [sys.executable, "-m", "app.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_with_nothing_configured_starts_on_sqlite(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([*RELAY, "serve", "--port", str(port)], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while not any("listening on" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        key = next(lines[i + 1].strip() for i, line in enumerate(lines) if "Shown once" in line)
+        assert f"http://127.0.0.1:{port}/docs" in lines[-1]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        ok = httpx.get(f"http://127.0.0.1:{port}/v1/results", headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    data = tmp_path / "data"
+    assert (data / "relay.db").exists()
+    assert oct(data.stat().st_mode & 0o777) == "0o700"
+    assert oct((data / "relay.db").stat().st_mode & 0o777) == "0o600"
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    env = _env(RELAY_DATABASE_URL=f"sqlite:///{tmp_path}/k.db")
+    created = subprocess.run([*RELAY, "keys", "create", "--name", "ci"], env=env, capture_output=True, text=True,
+                             check=True)
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("rrk_")
+    listed = subprocess.run([*RELAY, "keys", "list"], env=env, capture_output=True, text=True, check=True).stdout
+    key_id = listed.split("\t", 1)[0]
+    assert "\tci\t" in listed and "active" in listed and key not in listed
+    subprocess.run([*RELAY, "keys", "revoke", key_id], env=env, check=True, capture_output=True)
+    assert "revoked" in subprocess.run([*RELAY, "keys", "list"], env=env, capture_output=True, text=True).stdout
+    again = subprocess.run([*RELAY, "keys", "revoke", key_id], env=env, capture_output=True, text=True)
+    assert again.returncode == 1
+
+
+@pytest.mark.postgres
+def test_postgres_outdated_schema_refused_until_migrate() -> None:
+    with fresh_pg_database("relay_cli") as name:
+        env = _env(RELAY_DATABASE_URL=pg_url(name))
+        refused = subprocess.run([*RELAY, "serve", "--port", str(_free_port())], env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert refused.returncode == 2
+        assert "run `relay migrate`" in refused.stderr
+        subprocess.run([*RELAY, "migrate"], env=env, check=True, capture_output=True, timeout=60)
+        _assert_schema_matches_models(pg_url(name))
+        key = subprocess.run([*RELAY, "keys", "create"], env=env, capture_output=True, text=True,
+                             check=True).stdout.strip().splitlines()[-1]
+        assert key.startswith("rrk_")
+
+
+def test_sqlite_migrations_from_empty_match_the_models(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    subprocess.run([*RELAY, "migrate"], env=_env(RELAY_DATABASE_URL=url), check=True, capture_output=True)
+    _assert_schema_matches_models(url)
+
+
+def _assert_schema_matches_models(url: str) -> None:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), SQLModel.metadata)
+        tables = set(inspect(conn).get_table_names())
+    engine.dispose()
+    assert diff == [], diff
+    assert {"results", "deliveries", "planned_messages", "destinations", "attachments", "api_keys"} <= tables
