@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from typing import Any
 
 from .errors import InvalidAudio, ModelLoadError
@@ -41,7 +42,13 @@ def initialize(spec: ModelSpec, progress: Any, cpu_threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _spec, _progress = spec, progress
     try:
+        import tqdm
         from faster_whisper import WhisperModel
+
+        # faster-whisper creates a tqdm bar even when disabled, and tqdm's
+        # default lock is a named multiprocessing semaphore; a worker killed
+        # while holding one makes the resource tracker report a leak at exit.
+        tqdm.tqdm.set_lock(threading.RLock())
 
         _model = WhisperModel(
             spec.path,

@@ -142,10 +142,15 @@ class TranscriptionEngine:
                     return await self._await_job(future, channel, on_progress)
                 except BrokenProcessPool as exc:
                     self._replace_broken_pool(pool)
-                    self._ensure_open()
+                    if self._closed:
+                        raise EngineClosed() from exc
                     if channel.started or attempt == 2:
                         raise TranscriptionCrashed() from exc
                     logger.info("transcription job %d was queued behind a crashed worker; resubmitting", job_id)
+                except Exception as exc:
+                    if self._closed:  # e.g. the manager went first and progress could not be sent
+                        raise EngineClosed() from exc
+                    raise
             finally:
                 relay.unregister(job_id)
         raise AssertionError("unreachable")  # the loop returns or raises
@@ -168,9 +173,12 @@ class TranscriptionEngine:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
+            # Snapshot first: shutdown() forgets the pool's processes at once.
+            processes = _worker_processes(pool)
             pool.shutdown(wait=False, cancel_futures=True)
-            _terminate_workers(pool)
-            await asyncio.to_thread(pool.shutdown, wait=True)
+            for process in processes:
+                process.terminate()
+            await asyncio.to_thread(_join_all, processes)
         with self._start_lock:
             relay, manager = self._relay, self._manager
         if relay is not None:
@@ -280,14 +288,9 @@ def _worker_processes(pool: ProcessPoolExecutor | None) -> list[multiprocessing.
     return list(dict(processes).values())
 
 
-def _terminate_workers(pool: ProcessPoolExecutor) -> None:
-    terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
-    if terminate is not None:
-        terminate()
-        return
-    for process in _worker_processes(pool):
-        if process.is_alive():
-            process.terminate()
+def _join_all(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    for process in processes:
+        process.join()
 
 
 def _usable_cpus() -> int:
