@@ -1,0 +1,540 @@
+"""Turn a stored result into the Discord messages that deliver it: pure functions, no I/O.
+
+The store builds a :class:`RenderInput`; :func:`render` returns an ordered list of
+:class:`MessagePlan`, each valid by every Discord limit, and the delivery engine sends them in
+order, recording each message id so a retry resumes at the first unsent plan. After a 413 the
+engine calls ``render(result, smaller(limits))`` and resumes from there.
+
+Layout, chosen for the fewest messages with the reading order title → summary → fields → body:
+
+* The first embed carries author (workflow id), title (with the level's icon), url, the summary
+  and the fields; a summary or a field list too long for it flows into further embeds.
+* The body follows in embeds of its own, each with a ``(k/n)`` footer; embeds and messages are
+  filled up to 4,096 characters per description and 6,000 per message before a new one starts.
+  The footer marker is the only thing :func:`reassemble_body` needs to find the body again.
+* A body that would need more than ``Limits.max_body_messages`` messages is sent as a
+  ``result.md`` attachment instead (split into numbered parts when large), with a field saying so.
+* Producer attachments larger than a file may be are sent as ``name.001``, ``name.002``, … byte
+  ranges (:class:`FilePart` holds offsets, not bytes), with a field telling how to rejoin them
+  and the sha256 of the whole. Files go into the earliest message with room (10 files and
+  ``max_request_bytes`` per message), then into file-only messages.
+
+Lengths are counted in UTF-16 units (see :func:`delivery.split.utf16_len`); the text codec that
+survives Discord's whitespace trimming and reopens split code blocks is in
+:mod:`delivery.split`. ZWSP (U+200B) is the only character the renderer adds to user text: as a
+whitespace guard there, and as the placeholder for a field name or value that is blank, which
+Discord refuses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from delivery.split import ZWSP, Cutter, decode_piece, discord_trim, truncate, utf16_len
+
+__all__ = [
+    "ALLOWED_PAYLOAD_KEYS",
+    "AttachmentRef",
+    "Destination",
+    "Field",
+    "FilePart",
+    "Limits",
+    "MessagePlan",
+    "RenderInput",
+    "plan_size",
+    "reassemble_body",
+    "render",
+    "smaller",
+]
+
+Destination = Literal["webhook", "interaction", "dm"]
+Level = Literal["info", "success", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One name/value pair of a result, shown as an embed field."""
+
+    name: str
+    value: str
+    inline: bool = False
+
+
+@dataclass(frozen=True)
+class AttachmentRef:
+    """A stored producer attachment; the bytes stay in the store, the plan only points at them."""
+
+    index: int
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RenderInput:
+    """What the renderer needs of a stored result (everything optional)."""
+
+    title: str | None = None
+    summary: str | None = None
+    body: str | None = None
+    fields: tuple[Field, ...] = ()
+    url: str | None = None
+    color: int | None = None
+    level: Level | None = None
+    workflow_id: str | None = None
+    attachments: tuple[AttachmentRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Discord's documented limits (the defaults), lowered by :func:`smaller` after a 413."""
+
+    content: int = 2000
+    embeds_per_message: int = 10
+    title: int = 256
+    description: int = 4096
+    fields_per_embed: int = 25
+    field_name: int = 256
+    field_value: int = 1024
+    footer: int = 2048
+    author: int = 256
+    embed_total: int = 6000
+    files_per_message: int = 10
+    max_attachment_bytes: int = 8 * 1024 * 1024
+    max_request_bytes: int = 25 * 1024 * 1024
+    max_body_messages: int = 3  # body needing more messages than this goes as result.md
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """One uploaded file of a message: a byte range of a producer attachment, or generated data."""
+
+    filename: str
+    content_type: str
+    attachment_index: int | None  # producer attachment this part is cut from, None for generated data
+    offset: int = 0
+    length: int = 0  # byte range inside that attachment (not copied!)
+    data: bytes | None = None  # generated files (result.md) carry their bytes
+
+
+@dataclass(frozen=True)
+class MessagePlan:
+    """One Discord message: the JSON payload and the files uploaded with it, in ``attachments`` order."""
+
+    payload: dict[str, Any]
+    files: tuple[FilePart, ...] = ()
+
+
+#: Payload keys each destination's endpoint accepts. The renderer emits a subset; ``username``
+#: and ``avatar_url`` belong to webhooks only, and a DM's ``nonce``/``enforce_nonce`` are the
+#: transport's business (they must stay stable across retries of one message).
+ALLOWED_PAYLOAD_KEYS: dict[str, frozenset[str]] = {
+    "webhook": frozenset({"content", "embeds", "allowed_mentions", "flags", "attachments", "username", "avatar_url"}),
+    "interaction": frozenset({"content", "embeds", "allowed_mentions", "flags", "attachments"}),
+    "dm": frozenset({"content", "embeds", "allowed_mentions", "flags", "attachments"}),
+}
+
+LEVEL_COLORS = {"info": 0x5865F2, "success": 0x57F287, "warning": 0xFEE75C, "error": 0xED4245}
+LEVEL_ICONS = {"info": "ℹ️", "success": "✅", "warning": "⚠️", "error": "❌"}
+EMPTY_RESULT = "(empty result)"
+BODY_FILENAME = "result.md"
+#: Continuation messages do not notify: a result in five DMs should buzz a phone once.
+SUPPRESS_NOTIFICATIONS = 1 << 12
+_NO_MENTIONS = {"parse": []}
+_MIN_PIECE = 64  # do not start a body embed in the few characters a message has left
+_SMALLEST_FILE = 256 * 1024
+_REQUEST_OVERHEAD = 1024  # multipart preamble, payload_json part header, closing boundary
+_BODY_MARKER = re.compile(r"\((\d+)/(\d+)\)")
+_BODY_FILE = re.compile(re.escape(BODY_FILENAME) + r"(?:\.\d{3,})?")
+_URL = re.compile(r"https?://[^\s/?#]+\S*")
+_CONTENT_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
+
+
+# --------------------------------------------------------------------------- public helpers
+
+
+def smaller(limits: Limits) -> Limits:
+    """Limits for a re-render after Discord answered 413 / 40005: half the file and request size.
+
+    Never below 256 KiB (and never above what was there), so repeated 413s converge instead of
+    splitting a file into thousands of parts.
+    """
+
+    def half(value: int) -> int:
+        return max(min(value, _SMALLEST_FILE), value // 2)
+
+    return dataclasses.replace(
+        limits,
+        max_attachment_bytes=half(limits.max_attachment_bytes),
+        max_request_bytes=half(limits.max_request_bytes),
+    )
+
+
+def plan_size(plan: MessagePlan) -> int:
+    """Upper estimate of the multipart request's bytes, as the renderer budgets it.
+
+    The JSON is measured ASCII-escaped with default separators, the largest encoding a
+    transport might use, so the estimate holds whichever it picks.
+    """
+    return _json_size(plan.payload) + _REQUEST_OVERHEAD + sum(p.length + _file_overhead(p) for p in plan.files)
+
+
+def reassemble_body(plans: list[MessagePlan]) -> str:
+    """Recover the exact body from rendered plans: the inverse that proves rendering lossless.
+
+    The body is either the ``result.md`` file (its parts' bytes, concatenated) or the
+    descriptions of the embeds with a ``(k/n)`` footer, each decoded by
+    :func:`delivery.split.decode_piece`. Works equally on descriptions Discord has trimmed.
+    """
+    data = [p.data for plan in plans for p in plan.files if p.data is not None and _BODY_FILE.fullmatch(p.filename)]
+    if data:
+        return b"".join(data).decode("utf-8", "surrogatepass")
+    pieces = []
+    for plan in plans:
+        for embed in plan.payload.get("embeds", ()):
+            footer = (embed.get("footer") or {}).get("text", "")
+            if _BODY_MARKER.fullmatch(discord_trim(footer)) and "description" in embed:
+                pieces.append(decode_piece(embed["description"]))
+    return "".join(pieces)
+
+
+def render(
+    result: RenderInput, limits: Limits = Limits(), *, destination: Destination = "webhook"
+) -> list[MessagePlan]:
+    """Render ``result`` into the fewest messages that are each valid by every Discord limit.
+
+    Deterministic: the same input and limits always give the same plans, which is what lets a
+    retry resume at "message 3 of 5" after a restart.
+    """
+    if destination not in ALLOWED_PAYLOAD_KEYS:
+        raise ValueError(f"unknown destination {destination!r}")
+    body = result.body or ""
+    size = utf16_len(body) if body else 0
+    # Cheap first: a body longer than max_body_messages full messages cannot fit.
+    as_file = bool(body) and size > limits.max_body_messages * limits.embed_total
+    digits = len(str(size // 1000 + 1))
+    while True:
+        layout = _Layout(result, limits, body_as_file=as_file, marker_digits=digits)
+        if not as_file and layout.body_messages > limits.max_body_messages:
+            as_file = True
+        elif len(layout.body) >= 10**digits:
+            digits = len(str(len(layout.body)))
+        else:
+            break
+    plans = layout.plans()
+    allowed = ALLOWED_PAYLOAD_KEYS[destination]
+    assert all(plan.payload.keys() <= allowed for plan in plans), "renderer emitted a key the endpoint refuses"
+    return plans
+
+
+# --------------------------------------------------------------------------- layout
+
+
+class _Layout:
+    """Packs one result into embeds and messages; ``plans()`` turns the result into MessagePlans."""
+
+    def __init__(self, result: RenderInput, limits: Limits, *, body_as_file: bool, marker_digits: int) -> None:
+        self.limits = limits
+        self.color = _color(result)
+        self.messages: list[list[dict[str, Any]]] = [[]]
+        self.chars: list[int] = [0]
+        self.body: list[tuple[int, dict[str, Any]]] = []
+        self.files: list[FilePart] = []
+        self._fieldable: dict[str, Any] | None = None
+
+        header = self._new_embed()
+        author = _label(result.workflow_id, limits.author)
+        if author:
+            header["author"] = {"name": self._charge(author)}
+        title, url = _title_and_url(result, limits.title)
+        if title:
+            header["title"] = self._charge(title)
+            if url:
+                header["url"] = url
+        self._fieldable = header
+        summary = result.summary or ""
+        if discord_trim(summary):
+            placed = self._flow(summary, header, footer=0)
+            self._fieldable = placed[-1][1]
+        if _is_empty(result):
+            header["description"] = self._charge(EMPTY_RESULT)
+
+        fields = [(f.name, f.value, f.inline) for f in result.fields]
+        if result.url and not url:
+            fields.append(("Link", result.url, False))
+        for name, value, inline in fields:
+            for part_name, part_value in _field_parts(name, value, limits):
+                self._add_field(part_name, part_value, inline)
+
+        body = result.body or ""
+        if body and body_as_file:
+            name, value = self._body_file(body)
+            self._add_field(name, value, False)
+        for attachment in result.attachments:
+            info = self._attachment_files(attachment)
+            if info:
+                self._add_field(*info, False)
+        if body and not body_as_file:
+            last = self.messages[-1][-1] if self.messages[-1] else None
+            first = header if last is header and not {"description", "fields"} & header.keys() else None
+            self.body = self._flow(body, first, footer=2 * marker_digits + 3)
+
+    @property
+    def body_messages(self) -> int:
+        """How many messages carry part of the body."""
+        return len({index for index, _embed in self.body})
+
+    # -- packing
+
+    def _room(self) -> int:
+        return self.limits.embed_total - self.chars[-1]
+
+    def _charge(self, text: str) -> str:
+        self.chars[-1] += utf16_len(text)
+        return text
+
+    def _new_message(self) -> None:
+        self.messages.append([])
+        self.chars.append(0)
+
+    def _new_embed(self, need: int = 0) -> dict[str, Any]:
+        if len(self.messages[-1]) >= self.limits.embeds_per_message or self._room() < need:
+            self._new_message()
+        embed: dict[str, Any] = {} if self.color is None else {"color": self.color}
+        self.messages[-1].append(embed)
+        return embed
+
+    def _flow(self, text: str, first: dict[str, Any] | None, *, footer: int) -> list[tuple[int, dict[str, Any]]]:
+        """Pour ``text`` into descriptions: ``first`` if given, then new embeds, message after message."""
+        cutter = Cutter(text)
+        limit = self.limits.description
+        placed: list[tuple[int, dict[str, Any]]] = []
+        target = first
+        while not cutter.done:
+            created = target is None
+            if target is None:
+                full = len(self.messages[-1]) >= self.limits.embeds_per_message
+                if full or self._room() - footer < _MIN_PIECE:
+                    self._new_message()
+                target = self._new_embed()
+            room = min(limit, self._room() - footer)
+            alone = len(self.messages[-1]) == 1  # the room cannot get any larger than this
+            piece = cutter.next_piece(room, tight=room < limit, force=alone) if room > 0 else None
+            if piece is None:
+                if created:
+                    self.messages[-1].pop()
+                self._new_message()
+                target = None
+                continue
+            target["description"] = piece
+            self.chars[-1] += utf16_len(piece) + footer
+            placed.append((len(self.messages) - 1, target))
+            target = None
+        return placed
+
+    def _add_field(self, name: str, value: str, inline: bool) -> None:
+        need = utf16_len(name) + utf16_len(value)
+        embed = self._fieldable
+        current = self.messages[-1]
+        if (
+            embed is None
+            or not current
+            or current[-1] is not embed
+            or len(embed.get("fields", ())) >= self.limits.fields_per_embed
+            or self._room() < need
+        ):
+            embed = self._new_embed(need)
+            self._fieldable = embed
+        embed.setdefault("fields", []).append({"name": name, "value": value, "inline": inline})
+        self.chars[-1] += need
+
+    # -- files
+
+    def _body_file(self, body: str) -> tuple[str, str]:
+        data = body.encode("utf-8", "surrogatepass")
+        step = _part_size(self.limits)
+        count = max(1, -(-len(data) // step))
+        names = _part_names(BODY_FILENAME, count)
+        for number, name in enumerate(names):
+            chunk = data if count == 1 else data[number * step : (number + 1) * step]
+            self.files.append(FilePart(name, "text/markdown; charset=utf-8", None, 0, len(chunk), chunk))
+        value = f"Attached as `{BODY_FILENAME}` ({_human(len(data))})"
+        if count > 1:
+            value += f" in {count} parts; rejoin with `cat {BODY_FILENAME}.0* > {BODY_FILENAME}`"
+        value += f"\nsha256 `{hashlib.sha256(data).hexdigest()}`"
+        return "📄 Full text", value
+
+    def _attachment_files(self, attachment: AttachmentRef) -> tuple[str, str] | None:
+        """Add the attachment's file parts; return the rejoin field when it had to be split."""
+        filename = _filename(attachment)
+        content_type = attachment.content_type if _CONTENT_TYPE.match(attachment.content_type or "") else ""
+        content_type = content_type[:127] or "application/octet-stream"
+        step = _part_size(self.limits)
+        if attachment.size <= step:
+            self.files.append(FilePart(filename, content_type, attachment.index, 0, attachment.size))
+            return None
+        count = -(-attachment.size // step)
+        names = _part_names(filename, count)
+        for number, name in enumerate(names):
+            offset = number * step
+            length = min(step, attachment.size - offset)
+            self.files.append(FilePart(name, "application/octet-stream", attachment.index, offset, length))
+        quoted = shlex.quote(filename)
+        value = (
+            f"{_human(attachment.size)} in {count} parts (`{names[0]}` … `{names[-1]}`)\n"
+            f"rejoin: `cat {quoted}.0* > {quoted}`\nsha256 `{attachment.sha256}`"
+        )
+        return truncate(f"📎 {filename}", self.limits.field_name), truncate(value, self.limits.field_value)
+
+    # -- output
+
+    def plans(self) -> list[MessagePlan]:
+        """Finish markers, drop empty embeds and messages, and spread the files over messages."""
+        total = len(self.body)
+        for number, (_index, embed) in enumerate(self.body, start=1):
+            embed["footer"] = {"text": f"({number}/{total})"}
+        payloads: list[dict[str, Any]] = []
+        for embeds in self.messages:
+            visible = [e for e in embeds if {"title", "description", "fields", "author", "footer"} & e.keys()]
+            if visible:
+                payloads.append({"embeds": visible, "allowed_mentions": dict(_NO_MENTIONS)})
+        if not payloads and not self.files:  # unreachable by construction; never send nothing
+            payloads.append({"embeds": [{"description": EMPTY_RESULT}], "allowed_mentions": dict(_NO_MENTIONS)})
+        for payload in payloads[1:]:
+            payload["flags"] = SUPPRESS_NOTIFICATIONS
+        files = _distribute(payloads, self.files, self.limits)
+        plans = []
+        for payload, parts in zip(payloads, files, strict=True):
+            if parts:
+                payload["attachments"] = [{"id": i, "filename": p.filename} for i, p in enumerate(parts)]
+            plans.append(MessagePlan(payload, tuple(parts)))
+        return plans
+
+
+def _distribute(payloads: list[dict[str, Any]], files: list[FilePart], limits: Limits) -> list[list[FilePart]]:
+    """Put files, in order, into the earliest message with room; add file-only messages as needed."""
+    chosen: list[list[FilePart]] = [[] for _ in payloads]
+    used = [_json_size(p) + _REQUEST_OVERHEAD for p in payloads]
+    index = 0
+    for part in files:
+        cost = part.length + _file_overhead(part)
+        while True:
+            if index == len(payloads):
+                payload: dict[str, Any] = {"allowed_mentions": dict(_NO_MENTIONS)}
+                if payloads:
+                    payload["flags"] = SUPPRESS_NOTIFICATIONS
+                payloads.append(payload)
+                chosen.append([])
+                used.append(_json_size(payload) + _REQUEST_OVERHEAD)
+            if len(chosen[index]) < limits.files_per_message and used[index] + cost <= limits.max_request_bytes:
+                break
+            if not chosen[index] and "embeds" not in payloads[index]:
+                raise ValueError(f"limits leave no room for a {cost}-byte file part: {limits}")
+            index += 1
+        chosen[index].append(part)
+        used[index] += cost
+    return chosen
+
+
+def _part_size(limits: Limits) -> int:
+    """Largest file part: the per-file limit, and small enough to travel with a full payload."""
+    reserve = 6 * (limits.embed_total + limits.content) + 64 * 1024
+    size = min(limits.max_attachment_bytes, limits.max_request_bytes - reserve)
+    if size <= 0:
+        raise ValueError(f"max_request_bytes too small for a message payload: {limits}")
+    return size
+
+
+def _part_names(filename: str, count: int) -> list[str]:
+    # Every number starts with 0, so `cat name.0*` matches all parts and sorts them correctly.
+    width = max(3, len(str(count)) + 1)
+    return [filename] if count == 1 else [f"{filename}.{n:0{width}d}" for n in range(1, count + 1)]
+
+
+def _json_size(payload: dict[str, Any]) -> int:
+    return len(json.dumps(payload))  # ensure_ascii: the string is its own byte count
+
+
+def _file_overhead(part: FilePart) -> int:
+    # Multipart part header plus the attachments[] entry, filename counted at its worst escape.
+    return 256 + 24 * len(part.filename) + len(part.content_type)
+
+
+def _filename(attachment: AttachmentRef) -> str:
+    """A filename Discord takes: no path, no control characters, at most 200 characters."""
+    name = re.sub(r"[\x00-\x1f\x7f/\\]", "_", discord_trim(attachment.filename or ""))
+    if len(name) > 200:
+        stem, dot, ext = name.rpartition(".")
+        name = stem[: 190 - len(ext)] + dot + ext if dot and len(ext) <= 10 else name[:200]
+    return name or f"attachment-{attachment.index}"
+
+
+def _human(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+# --------------------------------------------------------------------------- text of the header
+
+
+def _is_empty(result: RenderInput) -> bool:
+    return not (
+        discord_trim(result.title or "")
+        or discord_trim(result.summary or "")
+        or result.body
+        or result.fields
+        or result.attachments
+    )
+
+
+def _color(result: RenderInput) -> int | None:
+    if isinstance(result.color, int) and 0 <= result.color <= 0xFFFFFF:
+        return result.color
+    return LEVEL_COLORS.get(result.level or "")
+
+
+def _label(text: str | None, limit: int) -> str:
+    return truncate(discord_trim(text or ""), limit)
+
+
+def _title_and_url(result: RenderInput, limit: int) -> tuple[str, str | None]:
+    """The title with the level's icon, and the url when Discord will take it as a link."""
+    url = result.url if result.url and len(result.url) <= 2048 and _URL.fullmatch(result.url) else None
+    title = discord_trim(result.title or "")
+    if not title and result.level:
+        title = result.level.capitalize()
+    if not title and url:
+        title = "Result"  # an embed url shows only as a linked title
+    icon = LEVEL_ICONS.get(result.level or "")
+    if title and icon:
+        title = f"{icon} {title}"
+    return truncate(title, limit), url
+
+
+def _field_parts(name: str, value: str, limits: Limits) -> list[tuple[str, str]]:
+    """Name/value pairs for one field: long values continue in fields named ``name (2/3)``."""
+    name = discord_trim(name) or ZWSP
+    value = discord_trim(value)
+    if utf16_len(value) <= limits.field_value:
+        return [(truncate(name, limits.field_name), value or ZWSP)]
+    cutter = Cutter(value)
+    pieces = []
+    while not cutter.done:
+        piece = cutter.next_piece(limits.field_value, tight=False, force=True)
+        assert piece is not None  # forced
+        pieces.append(piece)
+    count = len(pieces)
+    return [
+        (truncate(name, limits.field_name - len(f" ({count}/{count})")) + f" ({k}/{count})", piece)
+        for k, piece in enumerate(pieces, start=1)
+    ]
