@@ -132,6 +132,7 @@ class Delivery(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=80)
     lease_expires_at: datetime | None = None
     render_scale: int = 0
+    notice_sent_at: datetime | None = None  # hand-off notice on an interaction about to expire
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None = None
@@ -166,3 +167,67 @@ class DeliveryEvent(SQLModel, table=True):
     discord_code: int | None = None
     message: str | None = Field(default=None, sa_column=Column(Text))
     retry_at: datetime | None = None
+
+
+class ConfigEntry(SQLModel, table=True):
+    """Relay-wide values every replica must agree on (e.g. the hash of a generated admin token)."""
+
+    __tablename__ = "config_entries"
+
+    key: str = Field(primary_key=True, max_length=100)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime
+
+
+class ProgressMessage(SQLModel, table=True):
+    """One progress message per (workflow, destination), edited in place; only the newest state is sent."""
+
+    __tablename__ = "progress_messages"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "destination_key", name="uq_progress_workflow_destination"),
+        Index("ix_progress_due", "version", "sent_version"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: str = Field(max_length=255)
+    destination_key: str = Field(max_length=120)
+    kind: str = Field(max_length=16)
+    target_json: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state_json: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    version: int = 0
+    sent_version: int = 0
+    message_id: str | None = Field(default=None, max_length=40)
+    done: bool = False
+    failed_reason: str | None = Field(default=None, sa_column=Column(Text))
+    lease_owner: str | None = Field(default=None, max_length=80)
+    lease_expires_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Transcription(SQLModel, table=True):
+    """A durable transcription job: the audio waits here until its transcript is stored as a Result."""
+
+    __tablename__ = "transcriptions"
+    __table_args__ = (Index("ix_transcriptions_status", "status", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    key_id: str = Field(max_length=40)
+    status: str = Field(default="queued", max_length=16)
+    filename: str = Field(max_length=255)
+    content_type: str = Field(default="application/octet-stream", max_length=255)
+    size: int = 0
+    audio: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    duration: float | None = None
+    processed: float = 0.0
+    language: str | None = Field(default=None, max_length=16)
+    options_json: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    request_json: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    result_id: str | None = Field(default=None, max_length=40)
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = 0
+    lease_owner: str | None = Field(default=None, max_length=80)
+    lease_expires_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
