@@ -41,7 +41,10 @@ def test_dms_closed(discord: DiscordEmulator, client: httpx.Client, bot: dict[st
     discord.close_dms("789")
     channel = _open_dm(discord, client, bot, "789")  # opening works on Discord too; sending fails
     response = client.post(f"{discord.api_base}/channels/{channel}/messages", headers=bot, json={"content": "x"})
-    assert (response.status_code, response.json()) == (403, {"code": 50007, "message": "Cannot send messages to this user"})
+    assert (response.status_code, response.json()) == (
+        403,
+        {"code": 50007, "message": "Cannot send messages to this user"},
+    )
     discord.open_dms("789")
     assert client.post(f"{discord.api_base}/channels/{channel}/messages", headers=bot, json={"content": "x"}).is_success
 

@@ -47,7 +47,11 @@ def test_utf16_counts_surrogate_pairs_twice() -> None:
         {"embeds": [{"title": "t", "fields": [{"name": "n", "value": "v", "inline": True}] * 25}]},
         {"embeds": [{"description": "x"}] * 10, "allowed_mentions": {"parse": []}},
         {"content": "x", "username": "Relay", "avatar_url": "https://example.com/a.png"},
-        {"embeds": [{"title": "t", "url": "https://example.com", "timestamp": "2026-11-23T10:00:00Z", "color": 5793266}]},
+        {
+            "embeds": [
+                {"title": "t", "url": "https://example.com", "timestamp": "2026-11-23T10:00:00Z", "color": 5793266}
+            ]
+        },
     ],
 )
 def test_accepts_valid_payloads(payload: dict[str, Any]) -> None:
@@ -182,7 +186,11 @@ def test_attachments_must_refer_to_uploaded_files() -> None:
         ({"embeds": [{"title": "t", "color": 16777216}]}, ("embeds", "0", "color"), "NUMBER_TYPE_MAX"),
         ({"embeds": [{"title": "t", "url": "javascript:alert(1)"}]}, ("embeds", "0", "url"), "URL_TYPE_INVALID_URL"),
         ({"embeds": [{"title": "t", "timestamp": "yesterday"}]}, ("embeds", "0", "timestamp"), "DATE_TIME_TYPE_PARSE"),
-        ({"content": "x", "allowed_mentions": {"parse": ["all"]}}, ("allowed_mentions", "parse", "0"), "BASE_TYPE_CHOICES"),
+        (
+            {"content": "x", "allowed_mentions": {"parse": ["all"]}},
+            ("allowed_mentions", "parse", "0"),
+            "BASE_TYPE_CHOICES",
+        ),
         ({"content": "x", "username": ""}, ("username",), "BASE_TYPE_BAD_LENGTH"),
         ({"embeds": [{"title": "t", "author": 5}]}, ("embeds", "0", "author"), "DICT_TYPE_CONVERT"),
     ],
