@@ -1,9 +1,10 @@
-"""The emulated Discord routes under ``/api/v10``: webhooks, follow-ups, DMs, channel messages.
+"""The emulated Discord routes under ``/api/v10``, and the plumbing they share.
 
 Each handler follows Discord's order of checks (rate limit, authentication, existence, body
 size, form body, emptiness) and answers with Discord's status, JSON code and headers. Every
 answer carries the route's ``X-RateLimit-*`` headers and ``Via: 1.1 google`` like the real
-thing, so the relay's header handling is exercised on successes and failures alike.
+thing, so the relay's header handling is exercised on successes and failures alike. The
+handlers live in ``_discord_webhooks`` (webhooks, follow-ups) and ``_discord_bot`` (DMs).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from starlette.routing import Route
 
 from ._discord_edge import EDGE_NOTES
 from ._discord_ratelimit import Limit, RateLimitDecision
-from ._discord_state import Channel, Interaction, MessageEdit, RecordedFile, RecordedMessage, Webhook
-from .discord_validation import DiscordValidationError, MessageKind, validate_message
+from ._discord_state import Interaction, RecordedFile, RecordedMessage, Webhook
+from .discord_validation import DiscordValidationError
 
 if TYPE_CHECKING:
     from .discord import DiscordEmulator
@@ -265,213 +266,15 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("true", "1")
 
 
-# --------------------------------------------------------------------------- webhooks
-
-
-async def execute_webhook(request: Request, emulator: DiscordEmulator, headers: dict[str, str]) -> Response:
-    """POST /webhooks/{id}/{token}: execute a webhook, or send an interaction follow-up."""
-    webhook_id, token = request.path_params["webhook_id"], request.path_params["token"]
-    limits = emulator.rate_limits
-    _limit(emulator, headers, "POST /webhooks/{webhook_id}/{token}", f"{webhook_id}/{token}", limits.webhook)
-    target = _resolve_execute(emulator, webhook_id, token)
-    thread_id = request.query_params.get("thread_id")
-    if thread_id is not None and not thread_id.isdigit():
-        raise _snowflake_error("thread_id", thread_id)
-    if isinstance(target, Webhook) and limits.webhook_channel is not None:
-        _limit(
-            emulator, headers, "webhook channel", thread_id or target.channel_id, limits.webhook_channel, scope="shared"
-        )
-    body = await _parse_body(request, emulator)
-    _note_payload(request, body.payload)
-    kind: MessageKind = "interaction" if isinstance(target, Interaction) else "webhook"
-    validate_message(body.payload, body.sizes(), kind=kind, limits=emulator.limits)
-    state = emulator._state
-    channel_id = thread_id or (target.channel_id if isinstance(target, Webhook) else target.application_id)
-    message = RecordedMessage(
-        id=state.snowflake(),
-        kind=kind,
-        channel_id=channel_id,
-        webhook_id=webhook_id,
-        thread_id=thread_id,
-        payload=body.payload,
-        original_payload=body.payload,
-        files=_record_files(emulator, body),
-        created_at=emulator.clock.now(),
-        response_dropped=_dropping(request),
-    )
-    state.store_message(message)
-    # Follow-ups always return the message; plain webhooks only with ?wait=true.
-    if kind == "interaction" or _truthy(request.query_params.get("wait")):
-        return JSONResponse(message_object(message, emulator), headers=headers)
-    return Response(status_code=204, headers=headers)
-
-
-def _find_webhook_message(emulator: DiscordEmulator, webhook_id: str, message_id: str) -> RecordedMessage:
-    with emulator._state.lock:
-        message = emulator._state.messages.get(message_id)
-    if message is None or message.deleted or message.webhook_id != webhook_id:
-        raise DiscordError(404, 10008, "Unknown Message")
-    return message
-
-
-async def webhook_message(request: Request, emulator: DiscordEmulator, headers: dict[str, str]) -> Response:
-    """GET/PATCH/DELETE /webhooks/{id}/{token}/messages/{message_id}: read, edit in place, delete."""
-    webhook_id, token = request.path_params["webhook_id"], request.path_params["token"]
-    message_id = request.path_params["message_id"]
-    _limit(
-        emulator,
-        headers,
-        f"{request.method} /webhooks/{{webhook_id}}/{{token}}/messages/{{message_id}}",
-        f"{webhook_id}/{token}",
-        emulator.rate_limits.webhook_message,
-    )
-    _resolve_execute(emulator, webhook_id, token)
-    message = _find_webhook_message(emulator, webhook_id, message_id)
-    state = emulator._state
-    if request.method == "GET":
-        return JSONResponse(message_object(message, emulator), headers=headers)
-    if request.method == "DELETE":
-        state.update_message(message_id, deleted=True)
-        return Response(status_code=204, headers=headers)
-    body = await _parse_body(request, emulator)
-    _note_payload(request, body.payload)
-    patch = body.payload
-    if not isinstance(patch, dict):
-        raise DiscordError(400, 50109, "The request body contains invalid JSON.")
-    new_files = _record_files(emulator, body)
-    kept = message.files
-    if isinstance(patch.get("attachments"), list):
-        # On edit, `attachments` lists what stays: existing ids, plus new uploads.
-        keep_ids = {str(a.get("id")) for a in patch["attachments"] if isinstance(a, dict)}
-        kept = tuple(f for f in message.files if f.attachment_id in keep_ids)
-    files = kept + new_files
-    merged = {**message.payload, **patch}
-    validate_message(merged, [(f.field, f.size) for f in files], kind="edit", limits=emulator.limits)
-    now = emulator.clock.now()
-    updated = state.update_message(
-        message_id,
-        payload=merged,
-        files=files,
-        edited_at=now,
-        edits=(*message.edits, MessageEdit(payload=patch, files=new_files, at=now)),
-    )
-    assert updated is not None  # deleted between lookup and update: not possible, one writer per id
-    return JSONResponse(message_object(updated, emulator), headers=headers)
-
-
-# --------------------------------------------------------------------------- bot routes
-
-
-def _bot(request: Request, emulator: DiscordEmulator, headers: dict[str, str]) -> str:
-    """Authenticate ``Authorization: Bot <token>`` and apply the per-bot global limit."""
-    header = request.headers.get("authorization", "")
-    expected = emulator._state.bot_token
-    scheme, _, token = header.partition(" ")
-    if scheme != "Bot" or expected is None or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise DiscordError(401, 0, "401: Unauthorized")
-    decision = emulator._limiter.hit("global", token, emulator.rate_limits.global_per_bot, scope="global")
-    if not decision.allowed:
-        raise _RateLimited(decision)
-    return token
-
-
-async def open_dm(request: Request, emulator: DiscordEmulator, headers: dict[str, str]) -> Response:
-    """POST /users/@me/channels {recipient_id}: the DM channel, the same one for the same user."""
-    token = _bot(request, emulator, headers)
-    _limit(emulator, headers, "POST /users/@me/channels", token, emulator.rate_limits.dm_open)
-    body = await _parse_body(request, emulator)
-    _note_payload(request, body.payload)
-    recipient = body.payload.get("recipient_id") if isinstance(body.payload, dict) else None
-    if recipient is None:
-        raise DiscordError(
-            400,
-            50035,
-            "Invalid Form Body",
-            errors={"recipient_id": {"_errors": [{"code": "BASE_TYPE_REQUIRED", "message": "This field is required"}]}},
-        )
-    recipient = str(recipient)
-    if not recipient.isdigit():
-        raise _snowflake_error("recipient_id", recipient)
-    state = emulator._state
-    with state.lock:
-        channel_id = state.dm_channels.get(recipient)
-        if channel_id is None:
-            channel_id = state.snowflake()
-            state.dm_channels[recipient] = channel_id
-            state.channels[channel_id] = Channel(id=channel_id, recipient_id=recipient)
-    return JSONResponse(
-        {
-            "id": channel_id,
-            "type": 1,
-            "last_message_id": None,
-            "flags": 0,
-            "recipients": [
-                {
-                    "id": recipient,
-                    "username": f"user{recipient[-4:]}",
-                    "discriminator": "0",
-                    "global_name": None,
-                    "avatar": None,
-                }
-            ],
-        },
-        headers=headers,
-    )
-
-
-async def create_channel_message(request: Request, emulator: DiscordEmulator, headers: dict[str, str]) -> Response:
-    """POST /channels/{id}/messages: a bot message; ``enforce_nonce`` makes a retry idempotent."""
-    _bot(request, emulator, headers)
-    channel_id = request.path_params["channel_id"]
-    if not channel_id.isdigit():
-        raise _snowflake_error("channel_id", channel_id)
-    _limit(emulator, headers, "POST /channels/{channel_id}/messages", channel_id, emulator.rate_limits.channel_messages)
-    state = emulator._state
-    with state.lock:
-        channel = state.channels.get(channel_id)
-        closed = channel is not None and channel.recipient_id in state.closed_dms
-    if channel is None:
-        raise DiscordError(404, 10003, "Unknown Channel")
-    if closed:
-        raise DiscordError(403, 50007, "Cannot send messages to this user")
-    body = await _parse_body(request, emulator)
-    _note_payload(request, body.payload)
-    validate_message(body.payload, body.sizes(), kind="channel", limits=emulator.limits)
-    payload = body.payload
-    nonce = payload.get("nonce")
-    nonce_key = (channel_id, str(nonce)) if nonce is not None and payload.get("enforce_nonce") else None
-    now = emulator.clock.now()
-    with state.lock:
-        if nonce_key is not None:
-            seen = state.nonces.get(nonce_key)
-            if seen is not None and now - seen[1] < emulator.nonce_window:
-                existing = state.messages.get(seen[0])
-                if existing is not None:
-                    state.counts["nonce_replays"] += 1
-                    return JSONResponse(message_object(existing, emulator), headers=headers)
-        message = RecordedMessage(
-            id=state.snowflake(),
-            kind="channel",
-            channel_id=channel_id,
-            webhook_id=None,
-            thread_id=None,
-            payload=payload,
-            original_payload=payload,
-            files=_record_files(emulator, body),
-            created_at=now,
-            nonce=str(nonce) if nonce is not None else None,
-            response_dropped=_dropping(request),
-        )
-        state.store_message(message)
-        if nonce_key is not None:
-            state.nonces[nonce_key] = (message.id, now)
-    return JSONResponse(message_object(message, emulator), headers=headers)
-
-
 def api_routes(emulator: DiscordEmulator, prefix: str = "/api/v10") -> list[Route]:
     """The Discord routes, bound to one emulator."""
+    # Imported here: the handler modules build on the plumbing above.
+    from ._discord_bot import create_channel_message, open_dm
+    from ._discord_webhooks import execute_webhook, get_webhook, webhook_message
+
     return [
         _route(f"{prefix}/webhooks/{{webhook_id}}/{{token}}", execute_webhook, emulator, ["POST"]),
+        _route(f"{prefix}/webhooks/{{webhook_id}}/{{token}}", get_webhook, emulator, ["GET"]),
         _route(
             f"{prefix}/webhooks/{{webhook_id}}/{{token}}/messages/{{message_id}}",
             webhook_message,

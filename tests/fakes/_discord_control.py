@@ -81,6 +81,18 @@ def _bool(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
+def _rate_limits_from(current: RateLimits, changes: dict[str, Any]) -> RateLimits:
+    """``current`` with the limits named in ``changes`` replaced (``null`` turns one off)."""
+    names = {f.name for f in fields(RateLimits)}
+    unknown = set(changes) - names
+    if unknown:
+        raise ValueError(f"unknown rate limits {sorted(unknown)}; known: {sorted(names)}")
+    values: dict[str, Any] = {name: getattr(current, name) for name in names}
+    for name, value in changes.items():
+        values[name] = Limit(requests=int(value["requests"]), per=float(value["per"])) if value else None
+    return RateLimits(**values)
+
+
 def control_routes(emulator: DiscordEmulator) -> list[Route]:
     """The ``/_emulator`` routes bound to one emulator."""
 
@@ -181,17 +193,18 @@ def control_routes(emulator: DiscordEmulator) -> list[Route]:
 
     async def rate_limits(request: Request) -> Response:
         if request.method == "PUT":
-            body = await _json(request)
-            current = asdict(emulator.rate_limits)
-            current.update(body)
-            emulator.set_rate_limits(
-                RateLimits(**{k: (Limit(**v) if isinstance(v, dict) else None) for k, v in current.items()})
-            )
+            try:
+                emulator.set_rate_limits(_rate_limits_from(emulator.rate_limits, await _json(request)))
+            except (TypeError, ValueError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(asdict(emulator.rate_limits))
 
     async def limits(request: Request) -> Response:
         if request.method == "PUT":
-            emulator.set_limits(DiscordLimits(**{**asdict(emulator.limits), **await _json(request)}))
+            try:
+                emulator.set_limits(DiscordLimits(**{**asdict(emulator.limits), **await _json(request)}))
+            except TypeError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(asdict(emulator.limits))
 
     p = "/_emulator"

@@ -80,8 +80,7 @@ async def _buffered(receive: Receive) -> Receive:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.Event().wait()  # like a live connection: nothing more until cancelled
-        return {"type": "http.disconnect"}
+        return await receive()  # the server's own: blocks, or reports the client has gone
 
     return replay
 

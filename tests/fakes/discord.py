@@ -202,6 +202,8 @@ class DiscordEmulator:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._requested_port))
         self._socket = sock
+        # Printed after binding so --port 0 still tells the caller where to point the relay.
+        print(f"Discord emulator: RELAY_DISCORD_API_BASE={self.api_base}", flush=True)
         uvicorn.Server(self._config()).run(sockets=[sock])
 
     def __enter__(self) -> DiscordEmulator:
@@ -442,7 +444,6 @@ def main(argv: list[str] | None = None) -> None:
         max_file_bytes=args.max_file_bytes,
         seed=args.seed,
     )
-    print(f"Discord emulator: RELAY_DISCORD_API_BASE=http://{args.host}:{args.port}/api/v10", flush=True)
     emulator.serve_forever()
 
 

@@ -117,6 +117,7 @@ def test_standalone_module() -> None:
         assert counters["accepted"] == 1
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        output, _ = process.communicate(timeout=10)
+    assert f"RELAY_DISCORD_API_BASE=http://127.0.0.1:{port}/api/v10" in output.decode()
     # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly.
     assert process.returncode in (0, -signal.SIGTERM)

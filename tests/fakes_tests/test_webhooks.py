@@ -210,3 +210,10 @@ def test_interaction_created_in_the_past(discord: DiscordEmulator, client: httpx
 def test_unknown_route_answers_like_discord(discord: DiscordEmulator, client: httpx.Client) -> None:
     response = client.get(f"{discord.api_base}/gateway/nothing")
     assert (response.status_code, response.json()) == (404, {"message": "404: Not Found", "code": 0})
+
+
+def test_get_webhook(discord: DiscordEmulator, client: httpx.Client) -> None:
+    webhook_id, token, url = discord.add_webhook(channel_id="66")
+    body = client.get(url).json()
+    assert (body["id"], body["token"], body["channel_id"], body["type"]) == (webhook_id, token, "66", 1)
+    assert client.get(f"{discord.api_base}/webhooks/{webhook_id}/bad").status_code == 401
