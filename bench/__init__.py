@@ -1,0 +1,1 @@
+"""Benchmarks that start real servers and print ratios measured in one run."""
