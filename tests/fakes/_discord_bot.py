@@ -10,12 +10,6 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ._discord_state import Channel, RecordedMessage
-from .discord_validation import validate_message
-
-if TYPE_CHECKING:
-    from .discord import DiscordEmulator
-
 from ._discord_api import (
     DiscordError,
     _dropping,
@@ -27,6 +21,12 @@ from ._discord_api import (
     _snowflake_error,
     message_object,
 )
+from ._discord_state import Channel, RecordedMessage
+from .discord_validation import validate_message
+
+if TYPE_CHECKING:
+    from .discord import DiscordEmulator
+
 
 # --------------------------------------------------------------------------- bot routes
 

@@ -156,6 +156,7 @@ class DiscordEmulator:
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ws="none",  # no websockets import: nothing to warn about under -W error
             proxy_headers=False,
             server_header=False,
             date_header=True,

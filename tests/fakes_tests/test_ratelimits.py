@@ -48,10 +48,10 @@ def test_bucket_is_per_webhook_and_stable(discord: DiscordEmulator, client: http
 
 
 def test_window_resets(discord: DiscordEmulator, client: httpx.Client) -> None:
-    discord.set_rate_limits(RateLimits(webhook=Limit(2, 0.3)))
+    discord.set_rate_limits(RateLimits(webhook=Limit(2, 0.5)))
     _id, _token, url = discord.add_webhook()
     assert [client.post(url, json={"content": "x"}).status_code for _ in range(3)] == [204, 204, 429]
-    time.sleep(0.35)
+    time.sleep(0.55)
     response = client.post(url, json={"content": "x"})
     assert response.status_code == 204
     assert response.headers["x-ratelimit-remaining"] == "1"
