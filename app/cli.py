@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from delivery.cli import run_worker_process
+    from app.workers import run_worker_process
 
     return run_worker_process(settings)
 

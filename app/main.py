@@ -23,6 +23,7 @@ from app.results import retention_cutoffs
 from app.runtime import Runtime
 from app.settings import Settings
 from app.store import StoreUnavailable, utcnow
+from app.workers import start_workers, wire_wakeups
 
 log = logging.getLogger("relay.app")
 
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         await run_in_threadpool(ensure_schema, rt.engine, settings)
         app.state.runtime = rt
         app.state.keys = rt.keys
+        workers = await start_workers(rt) if settings.run_workers else None
+        close_wakeups = wire_wakeups(rt, workers)
         purge = asyncio.create_task(purge_forever(rt), name="retention-purge")
         try:
             yield
@@ -60,6 +63,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             purge.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purge
+            if workers is not None:
+                await workers.stop()
+            close_wakeups()
             if runtime is None:
                 rt.close()
 

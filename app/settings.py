@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     retry_jitter: float = 0.2
     max_delivery_age: float = 24 * 3600.0
     http_retry_attempts: int = 3
+    discord_timeout: float = 20.0
+    cloudflare_backoff: float = 600.0
 
     retention_delivered: float = 7 * 24 * 3600.0
     retention_undelivered: float = 30 * 24 * 3600.0

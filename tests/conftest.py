@@ -112,3 +112,43 @@ def result_payload(**overrides: Any) -> dict:
     }
     payload.update(overrides)
     return payload
+
+
+@pytest.fixture
+def discord() -> Iterator[Any]:
+    """A Discord emulator on a free port of 127.0.0.1, stopped after the test."""
+    from tests.fakes.discord import DiscordEmulator
+
+    emulator = DiscordEmulator(bot_token="bot-token-for-tests").start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def delivering_relay(make_relay: Callable[..., Relay], discord: Any) -> Callable[..., Relay]:
+    """Factory: a relay with workers, pointed at the emulator, on quick test timings."""
+
+    def factory(**overrides: Any) -> Relay:
+        values: dict[str, Any] = {
+            "run_workers": True, "discord_api_base": discord.api_base, "discord_bot_token": "bot-token-for-tests",
+            "poll_interval": 0.2, "retry_schedule": "0.3,0.6,1.0", "retry_jitter": 0.1, "lease_seconds": 5,
+        }
+        values.update(overrides)
+        return make_relay(**values)
+
+    return factory
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.05,
+             message: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy (bounded; never a timing assertion)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(interval)

@@ -1,0 +1,239 @@
+"""``AdminStore``: the queries only the admin page needs, beside ``ResultStore``.
+
+Everything here is one short transaction returning frozen dataclasses. Destination labels are
+built from the stored target through ``public_destination`` so no token ever reaches a template.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.destinations import public_destination
+from app.results import ResultStore
+from app.store import Database, NotFound, ResultContentView, ResultFilter, ResultView, as_utc, utcnow
+from schemas.tables import ConfigEntry, Delivery, DeliveryEvent, Destination, Result
+
+ADMIN_TOKEN_KEY = "admin_token_sha256"
+CHART_HOURS = 24
+
+
+def token_digest(token: str) -> str:
+    """The sha256 hex digest under which an admin credential is kept and compared."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def destination_label(kind: str, stored: dict[str, Any]) -> str:
+    """A one-line, secret-free description of a stored target."""
+    public = public_destination(kind, stored)
+    if kind == "webhook":
+        thread = f" (thread {public['thread_id']})" if public.get("thread_id") else ""
+        return f"{public['url']}{thread}"
+    if kind == "interaction":
+        return f"interaction follow-up (application {public['application_id']})"
+    return f"DM to user {public['user_id']}"
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One row of a delivery's timeline."""
+
+    at: datetime
+    outcome: str
+    http_status: int | None
+    discord_code: int | None
+    message: str | None
+    retry_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DeliveryTimeline:
+    """A delivery (any generation) with its events, oldest first."""
+
+    id: int
+    generation: int
+    position: int
+    kind: str
+    label: str
+    status: str
+    attempts: int
+    destination_disabled: bool
+    events: list[EventView]
+
+
+@dataclass(frozen=True)
+class DestinationView:
+    """A destination as the destinations page lists it (label already masked at ingest)."""
+
+    key: str
+    kind: str
+    label: str
+    disabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class HourBucket:
+    """Deliveries and failures recorded in one hour of the chart."""
+
+    start: datetime
+    delivered: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """The default page: counts by status, the 24-hour chart data and one page of results."""
+
+    counts: dict[str, int]
+    hours: list[HourBucket]
+    items: list[ResultView]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ResultDetail:
+    """Everything the detail page shows of one result."""
+
+    view: ResultView
+    content: ResultContentView
+    timeline: list[DeliveryTimeline]
+
+
+class AdminStore:
+    """Reads and writes of the admin page that ``ResultStore`` has no reason to know."""
+
+    def __init__(self, db: Database, results: ResultStore) -> None:
+        self._db = db
+        self._results = results
+
+    # --- the admin credential --------------------------------------------------------------------
+
+    def admin_token_hash(self) -> str | None:
+        """The stored sha256 of the generated admin token, if one was generated."""
+        with self._db.session() as session:
+            row = session.get(ConfigEntry, ADMIN_TOKEN_KEY)
+            return row.value if row else None
+
+    def store_admin_token_hash(self, digest: str) -> bool:
+        """Keep ``digest`` unless a replica stored one first; True when this call stored it."""
+        with self._db.session(write=True) as session:
+            dialect = session.get_bind().dialect.name
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            done = session.execute(
+                insert(ConfigEntry).values(key=ADMIN_TOKEN_KEY, value=digest, updated_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    # --- results ---------------------------------------------------------------------------------
+
+    def timeline(self, result_id: str) -> list[DeliveryTimeline]:
+        """Every delivery of a result, newest generation first, each with its events oldest first."""
+        with self._db.session() as session:
+            if session.get(Result, result_id) is None:
+                raise NotFound(result_id)
+            deliveries = session.scalars(
+                select(Delivery).where(Delivery.result_id == result_id)
+                .order_by(Delivery.generation.desc(), Delivery.position)
+            ).all()
+            ids = [d.id for d in deliveries]
+            keys = {d.destination_key for d in deliveries}
+            disabled = set(session.scalars(
+                select(Destination.key).where(Destination.key.in_(keys), Destination.disabled.is_(True))
+            ).all()) if keys else set()
+            events: dict[int, list[EventView]] = {}
+            if ids:
+                for ev in session.scalars(
+                    select(DeliveryEvent).where(DeliveryEvent.delivery_id.in_(ids))
+                    .order_by(DeliveryEvent.at, DeliveryEvent.id)
+                ).all():
+                    events.setdefault(ev.delivery_id, []).append(EventView(
+                        at=as_utc(ev.at), outcome=ev.outcome, http_status=ev.http_status,  # type: ignore[arg-type]
+                        discord_code=ev.discord_code, message=ev.message, retry_at=as_utc(ev.retry_at)))
+        return [
+            DeliveryTimeline(id=d.id or 0, generation=d.generation, position=d.position, kind=d.kind,
+                             label=destination_label(d.kind, d.target_json), status=d.status, attempts=d.attempts,
+                             destination_disabled=d.destination_key in disabled, events=events.get(d.id or 0, []))
+            for d in deliveries
+        ]
+
+    def dashboard(self, flt: ResultFilter, *, cursor: str | None, limit: int = 50) -> Dashboard:
+        """Overview and one page of the list (``ValueError`` for a cursor this relay did not issue)."""
+        items, next_cursor = self._results.list(flt, cursor=cursor, limit=limit)
+        return Dashboard(counts=self._results.count_by_status(), hours=self.hourly_outcomes(), items=items,
+                         next_cursor=next_cursor)
+
+    def detail(self, result_id: str) -> ResultDetail:
+        """A result, its original content and every delivery's timeline."""
+        return ResultDetail(view=self._results.get(result_id), content=self._results.content(result_id),
+                            timeline=self.timeline(result_id))
+
+    def redeliver_ids(self, ids: Sequence[str]) -> list[str]:
+        """Queue each result again on its own route; ids that vanished meanwhile are skipped."""
+        done = []
+        for result_id in ids:
+            try:
+                self._results.redeliver(result_id)
+            except NotFound:
+                continue
+            done.append(result_id)
+        return done
+
+    # --- destinations ----------------------------------------------------------------------------
+
+    def destinations(self, *, disabled_only: bool = False, limit: int = 500) -> list[DestinationView]:
+        """Destinations, disabled ones first, then the most recently touched."""
+        query = select(Destination)
+        if disabled_only:
+            query = query.where(Destination.disabled.is_(True))
+        query = query.order_by(Destination.disabled.desc(), Destination.updated_at.desc(), Destination.key)
+        with self._db.session() as session:
+            rows = session.scalars(query.limit(limit)).all()
+        return [
+            DestinationView(key=r.key, kind=r.kind, label=r.label or r.key, disabled=r.disabled,
+                            disabled_reason=r.disabled_reason, disabled_at=as_utc(r.disabled_at),
+                            updated_at=as_utc(r.updated_at))  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    def reenable(self, key: str) -> bool:
+        """Clear a destination's disabled flag and reason; False when no such destination exists."""
+        with self._db.session(write=True) as session:
+            done = session.execute(
+                update(Destination).where(Destination.key == key)
+                .values(disabled=False, disabled_reason=None, disabled_at=None, updated_at=utcnow())
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    # --- overview --------------------------------------------------------------------------------
+
+    def hourly_outcomes(self, *, now: datetime | None = None, hours: int = CHART_HOURS) -> list[HourBucket]:
+        """Delivered / failed events per hour over the last ``hours`` hours, oldest hour first.
+
+        One aggregate query with a ``CASE`` per hour keeps it portable (SQLite and PostgreSQL
+        truncate dates differently) and sends back 2 × ``hours`` numbers instead of every event.
+        """
+        end = (now or utcnow()).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        starts = [end - timedelta(hours=hours - i) for i in range(hours)]
+        columns = []
+        for start in starts:
+            in_hour = (DeliveryEvent.at >= start) & (DeliveryEvent.at < start + timedelta(hours=1))
+            for outcome in ("delivered", "failed"):
+                columns.append(func.coalesce(func.sum(case((in_hour & (DeliveryEvent.outcome == outcome), 1),
+                                                           else_=0)), 0))
+        query = select(*columns).where(DeliveryEvent.at >= starts[0],
+                                       DeliveryEvent.outcome.in_(("delivered", "failed")))
+        with self._db.session() as session:
+            row = session.execute(query).one()
+        return [HourBucket(start=start, delivered=int(row[2 * i]), failed=int(row[2 * i + 1]))
+                for i, start in enumerate(starts)]

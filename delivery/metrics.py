@@ -1,0 +1,25 @@
+"""Prometheus metrics of the relay (prometheus-client's default registry, served at ``/metrics``).
+
+Labels never carry secrets or unbounded values: kinds, statuses and Discord codes only.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RESULTS_RECEIVED = Counter("relay_results_received_total", "Results accepted (202)")
+DELIVERIES = Counter("relay_deliveries_total", "Delivery outcomes per destination kind", ["kind", "outcome"])
+MESSAGES_SENT = Counter("relay_messages_sent_total", "Discord messages created", ["kind"])
+DISCORD_RESPONSES = Counter("relay_discord_responses_total", "Discord answers by status and error code",
+                            ["kind", "status", "code"])
+RATE_LIMITED = Counter("relay_discord_429_total", "429 answers by X-RateLimit-Scope", ["scope"])
+CLOUDFLARE_BANS = Counter("relay_cloudflare_bans_total", "429s without JSON/Via: Cloudflare bans")
+PAYLOAD_BUGS = Counter("relay_payload_rejected_total", "Payloads Discord refused as invalid (our bug)", ["code"])
+EXPIRED_TOKENS = Counter("relay_interaction_tokens_expired_total", "Interaction tokens found expired")
+UNDELIVERED = Counter("relay_results_undelivered_total", "Results stored undelivered for pickup")
+DELIVERY_LATENCY = Histogram(
+    "relay_receive_to_delivered_seconds", "From 202 to the last message of the first delivered destination",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400),
+)
+QUEUE_DEPTH = Gauge("relay_queue_depth", "Deliveries waiting to be sent (pending and due or scheduled)")
+OLDEST_PENDING = Gauge("relay_oldest_pending_seconds", "Age of the oldest pending delivery")

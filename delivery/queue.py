@@ -1,0 +1,344 @@
+"""The delivery engine's side of the store: claiming work, recording every step.
+
+The claim is per destination: a worker leases a destination (a webhook, a DM user, an interaction)
+and then sends its due deliveries one after another, so the destination's rate-limit state and
+the order of its messages hold across workers and replicas. On PostgreSQL candidates are locked
+with ``FOR UPDATE SKIP LOCKED``; on SQLite the claim runs in a single-writer (IMMEDIATE)
+transaction. A crashed worker's lease expires and another takes the destination over, resuming
+at the first planned message without a Discord message id.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, select, update
+from sqlmodel import Session
+
+from delivery.ratelimit import BucketState
+from delivery.render import AttachmentRef, Field, FilePart, MessagePlan, RenderInput
+from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
+
+
+def utcnow() -> datetime:
+    """Aware UTC now."""
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))
+
+
+@dataclass(frozen=True)
+class ClaimedDestination:
+    """A destination this worker now owns until its lease expires."""
+
+    key: str
+    kind: str
+    disabled: bool
+    disabled_reason: str | None
+    bucket: BucketState
+    dm_channel_id: str | None
+
+
+@dataclass(frozen=True)
+class Work:
+    """One due delivery with what is needed to render and send it."""
+
+    delivery_id: int
+    result_id: str
+    kind: str
+    target: dict[str, Any]
+    attempts: int
+    render_scale: int
+    first_attempt_at: datetime | None
+    result_created_at: datetime
+    result: RenderInput
+    stale: str | None = None  # why it must not be sent any more (result acknowledged, superseded)
+
+
+@dataclass(frozen=True)
+class StoredPlan:
+    """A planned message and whether Discord already holds it."""
+
+    id: int
+    seq: int
+    plan: MessagePlan
+    nonce: str
+    message_id: str | None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What finishing a delivery did to its result (for metrics and logs)."""
+
+    result_status: str
+    result_created_at: datetime
+    next_delivery: int | None = None
+    skipped: list[int] = field(default_factory=list)
+
+
+class DeliveryQueue:
+    """Claim/lease and progress queries of the workers; the engine is injected."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._write_engine = engine.execution_options(sqlite_write=True)
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def _session(self, *, write: bool = False) -> Iterator[Session]:
+        with Session(self._write_engine if write else self._engine, expire_on_commit=False) as session:
+            yield session
+            session.commit()
+
+    # --- claiming --------------------------------------------------------------------------------
+
+    def claim_destinations(self, owner: str, *, limit: int, lease_s: float) -> list[ClaimedDestination]:
+        """Lease up to ``limit`` free destinations that have due deliveries."""
+        if limit <= 0:
+            return []
+        now = utcnow()
+        due = select(Delivery.destination_key).where(
+            Delivery.status == "pending", Delivery.next_attempt_at <= now).distinct()
+        query = (
+            select(Destination)
+            .where(Destination.key.in_(due),
+                   or_(Destination.lease_owner.is_(None), Destination.lease_expires_at < now),
+                   or_(Destination.blocked_until.is_(None), Destination.blocked_until <= now))
+            .order_by(Destination.updated_at)
+            .limit(limit)
+        )
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        with self._session(write=True) as session:
+            rows = session.scalars(query).all()
+            for row in rows:
+                row.lease_owner, row.lease_expires_at = owner, now + timedelta(seconds=lease_s)
+            return [
+                ClaimedDestination(
+                    key=r.key, kind=r.kind, disabled=r.disabled, disabled_reason=r.disabled_reason,
+                    bucket=BucketState(bucket=r.bucket, remaining=r.remaining,
+                                       reset_at=_aware(r.reset_at).timestamp() if r.reset_at else 0.0),
+                    dm_channel_id=r.dm_channel_id,
+                )
+                for r in rows
+            ]
+
+    def renew(self, owner: str, keys: Sequence[str], *, lease_s: float) -> None:
+        """Extend this worker's leases (heartbeat)."""
+        if not keys:
+            return
+        with self._session(write=True) as session:
+            session.execute(update(Destination).where(Destination.key.in_(list(keys)),
+                                                      Destination.lease_owner == owner)
+                            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s)))
+
+    def release(self, owner: str, key: str, *, bucket: BucketState | None, dm_channel_id: str | None = None,
+                blocked_until: datetime | None = None) -> None:
+        """Give a destination back, leaving its rate-limit knowledge for the next owner."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "updated_at": utcnow(),
+                                  "blocked_until": blocked_until}
+        if bucket is not None:
+            values.update(bucket=bucket.bucket, remaining=bucket.remaining,
+                          reset_at=datetime.fromtimestamp(bucket.reset_at, UTC) if bucket.reset_at else None)
+        if dm_channel_id:
+            values["dm_channel_id"] = dm_channel_id
+        with self._session(write=True) as session:
+            session.execute(update(Destination).where(Destination.key == key, Destination.lease_owner == owner)
+                            .values(**values))
+
+    def release_all(self, owner: str) -> None:
+        """Drop every lease this worker still holds (shutdown)."""
+        with self._session(write=True) as session:
+            session.execute(update(Destination).where(Destination.lease_owner == owner)
+                            .values(lease_owner=None, lease_expires_at=None))
+
+    # --- one delivery ----------------------------------------------------------------------------
+
+    def next_due(self, key: str) -> int | None:
+        """The oldest due delivery of a destination (results reach a channel in the order received)."""
+        with self._session() as session:
+            return session.scalar(
+                select(Delivery.id).where(Delivery.destination_key == key, Delivery.status == "pending",
+                                          Delivery.next_attempt_at <= utcnow())
+                .order_by(Delivery.created_at, Delivery.id).limit(1))
+
+    def start(self, delivery_id: int) -> Work:
+        """Count an attempt, mark the result ``delivering``, and load what sending needs."""
+        now = utcnow()
+        with self._session(write=True) as session:
+            d = session.get(Delivery, delivery_id)
+            r = session.get(Result, d.result_id) if d else None
+            if d is None or r is None:
+                raise LookupError(delivery_id)
+            stale = None
+            if r.status == "picked_up":
+                stale = "result was picked up"
+            elif d.generation != r.generation:
+                stale = "superseded by a redelivery"
+            if stale is None:
+                d.attempts += 1
+                d.first_attempt_at = d.first_attempt_at or now
+                d.updated_at = now
+                if r.status == "pending":
+                    r.status, r.updated_at = "delivering", now
+            atts = session.execute(
+                select(Attachment.idx, Attachment.filename, Attachment.content_type, Attachment.size,
+                       Attachment.sha256).where(Attachment.result_id == r.id).order_by(Attachment.idx)).all()
+            level = r.level if r.level in ("info", "success", "warning", "error") else None
+            result = RenderInput(
+                title=r.title, summary=r.summary, body=r.body,
+                fields=tuple(Field(f["name"], f["value"], bool(f.get("inline"))) for f in r.fields_json),
+                url=r.url, color=r.color, level=level, workflow_id=r.workflow_id,  # type: ignore[arg-type]
+                attachments=tuple(AttachmentRef(a.idx, a.filename, a.content_type, a.size, a.sha256) for a in atts),
+            )
+            return Work(delivery_id=d.id or 0, result_id=r.id, kind=d.kind, target=dict(d.target_json),
+                        attempts=d.attempts, render_scale=d.render_scale,
+                        first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
+                        result=result, stale=stale)
+
+    def plans(self, delivery_id: int) -> list[StoredPlan]:
+        """The stored plan of a delivery, in order."""
+        with self._session() as session:
+            rows = session.scalars(select(PlannedMessage).where(PlannedMessage.delivery_id == delivery_id)
+                                   .order_by(PlannedMessage.seq)).all()
+        return [StoredPlan(id=r.id or 0, seq=r.seq, plan=_plan_from_row(r), nonce=r.nonce, message_id=r.message_id)
+                for r in rows]
+
+    def save_plans(self, delivery_id: int, plans: Sequence[MessagePlan], *, start_seq: int = 0) -> None:
+        """Store (or, after a re-render, replace the unsent part of) a delivery's plan."""
+        with self._session(write=True) as session:
+            session.execute(PlannedMessage.__table__.delete().where(  # type: ignore[attr-defined]
+                PlannedMessage.delivery_id == delivery_id, PlannedMessage.message_id.is_(None)))
+            for offset, plan in enumerate(plans):
+                session.add(PlannedMessage(
+                    delivery_id=delivery_id, seq=start_seq + offset, payload_json=plan.payload,
+                    files_json=[_file_to_json(f) for f in plan.files], nonce=secrets.token_hex(12)))
+
+    def mark_sent(self, plan_id: int, message_id: str, delivery_id: int) -> None:
+        """Discord holds this message: commit its id before the next message is sent."""
+        now = utcnow()
+        with self._session(write=True) as session:
+            session.execute(update(PlannedMessage).where(PlannedMessage.id == plan_id)
+                            .values(message_id=message_id, sent_at=now))
+            session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome="sent", message=f"message {message_id}"))
+
+    def set_render_scale(self, delivery_id: int, scale: int, note: str) -> None:
+        """Remember that this delivery renders smaller (after a 413)."""
+        with self._session(write=True) as session:
+            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(render_scale=scale))
+            session.add(DeliveryEvent(delivery_id=delivery_id, at=utcnow(), outcome="rerendered", message=note))
+
+    def read_attachment(self, result_id: str, index: int, offset: int, length: int) -> bytes:
+        """A byte range of a stored attachment."""
+        with self._session() as session:
+            data = session.scalar(select(func.substr(Attachment.data, offset + 1, length)).where(
+                Attachment.result_id == result_id, Attachment.idx == index))
+        if data is None:
+            raise LookupError(f"{result_id}/attachments/{index}")
+        return bytes(data)
+
+    def reschedule(self, delivery_id: int, *, at: datetime, status: int | None, code: int | None, message: str,
+                   outcome: str = "retry_scheduled", count_attempt: bool = True) -> None:
+        """Try again at ``at`` (the durable retry layer); survives restarts."""
+        with self._session(write=True) as session:
+            values: dict[str, Any] = {"next_attempt_at": at, "last_error_status": status, "last_error_code": code,
+                                      "last_error_message": message, "updated_at": utcnow()}
+            if not count_attempt:
+                values["attempts"] = Delivery.attempts - 1
+            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+            session.add(DeliveryEvent(delivery_id=delivery_id, at=utcnow(), outcome=outcome, http_status=status,
+                                      discord_code=code, message=message, retry_at=at))
+
+    def disable_destination(self, key: str, reason: str) -> None:
+        """A 404 Unknown Webhook: later results to it fail fast until someone re-enables it."""
+        now = utcnow()
+        with self._session(write=True) as session:
+            session.execute(update(Destination).where(Destination.key == key)
+                            .values(disabled=True, disabled_reason=reason, disabled_at=now, updated_at=now))
+
+    def finish(self, delivery_id: int, *, delivered: bool, status: int | None = None, code: int | None = None,
+               message: str | None = None, outcome: str | None = None) -> Finished:
+        """End a delivery and move its route on; returns the result's status afterwards."""
+        now = utcnow()
+        with self._session(write=True) as session:
+            d = session.get(Delivery, delivery_id)
+            assert d is not None
+            r = session.get(Result, d.result_id)
+            assert r is not None
+            d.status = "delivered" if delivered else "failed"
+            d.next_attempt_at, d.updated_at = None, now
+            if delivered:
+                d.delivered_at = now
+            else:
+                d.last_error_status, d.last_error_code, d.last_error_message = status, code, message
+            session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome=outcome or d.status,
+                                      http_status=status, discord_code=code, message=message))
+            if d.generation != r.generation or r.status == "picked_up":
+                return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now)
+            siblings = session.scalars(select(Delivery).where(
+                Delivery.result_id == r.id, Delivery.generation == r.generation, Delivery.id != d.id)
+                .order_by(Delivery.position)).all()
+            skipped: list[int] = []
+            next_delivery = None
+            if r.mode == "first_success":
+                waiting = [s for s in siblings if s.status == "waiting"]
+                if delivered:
+                    for s in waiting:
+                        s.status, s.updated_at = "skipped", now
+                        skipped.append(s.id or 0)
+                elif waiting:
+                    nxt = waiting[0]
+                    nxt.status, nxt.next_attempt_at, nxt.updated_at = "pending", now, now
+                    next_delivery = nxt.id
+            active = [s for s in siblings if s.status in ("pending", "waiting")]
+            if r.mode == "first_success" and delivered:
+                r.status, r.finished_at = "delivered", now
+            elif not active:
+                everyone = [s.status for s in siblings] + [d.status]
+                ok = any(s == "delivered" for s in everyone) if r.mode == "first_success" else all(
+                    s in ("delivered", "skipped") for s in everyone)
+                r.status, r.finished_at = ("delivered" if ok else "undelivered"), now
+            r.updated_at = now
+            return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now,
+                            next_delivery=next_delivery, skipped=skipped)
+
+    def cancel(self, delivery_id: int, reason: str) -> None:
+        """Stop a delivery that must not be sent any more (its result was acknowledged or superseded)."""
+        now = utcnow()
+        with self._session(write=True) as session:
+            session.execute(update(Delivery).where(Delivery.id == delivery_id)
+                            .values(status="cancelled", next_attempt_at=None, updated_at=now))
+            session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome="skipped", message=reason))
+
+    def queue_stats(self) -> tuple[int, float]:
+        """(deliveries waiting to be sent, age in seconds of the oldest one)."""
+        with self._session() as session:
+            count, oldest = session.execute(select(func.count(), func.min(Delivery.created_at)).where(
+                Delivery.status == "pending")).one()
+        age = (utcnow() - _aware(oldest)).total_seconds() if oldest else 0.0
+        return int(count), max(0.0, age)
+
+
+def _file_to_json(part: FilePart) -> dict[str, Any]:
+    out: dict[str, Any] = {"filename": part.filename, "content_type": part.content_type,
+                           "attachment_index": part.attachment_index, "offset": part.offset, "length": part.length}
+    if part.data is not None:
+        out["data_b64"] = base64.b64encode(part.data).decode()
+    return out
+
+
+def _plan_from_row(row: PlannedMessage) -> MessagePlan:
+    files = tuple(
+        FilePart(filename=f["filename"], content_type=f["content_type"], attachment_index=f["attachment_index"],
+                 offset=f["offset"], length=f["length"],
+                 data=base64.b64decode(f["data_b64"]) if "data_b64" in f else None)
+        for f in row.files_json)
+    return MessagePlan(payload=dict(row.payload_json), files=files)

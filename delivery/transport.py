@@ -1,0 +1,160 @@
+"""Talking to Discord: one shared ``httpx.AsyncClient``, rate limits first, tenacity for blips.
+
+Every request goes through ``DiscordTransport.request``: wait for the bucket, send, learn from the
+headers. Connection errors, timeouts and 500/502/503/504/524 are retried a few times at once with
+exponential backoff and jitter (the first retry layer); what still fails becomes ``Transient`` and
+the worker reschedules it durably (the second layer). A JSON 429 waits ``retry_after`` and sends
+the same request again without spending a retry; a 429 without JSON or without ``Via`` is a
+Cloudflare ban and stops every send of this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from delivery import metrics
+from delivery.classify import TRANSIENT_STATUS, classify
+from delivery.errors import CloudflareBanned, Transient
+from delivery.ratelimit import RateLimiter
+
+log = logging.getLogger("relay.transport")
+
+TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=60.0, pool=30.0)
+POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30.0)
+USER_AGENT = "DiscordBot (https://github.com/result-relay/result-relay, 0.1.0)"
+MAX_CONSECUTIVE_429 = 25
+CLOUDFLARE_BACKOFF_S = 600.0
+
+
+def make_client(read_timeout: float | None = None) -> httpx.AsyncClient:
+    """The one HTTP client a process uses for Discord (connection reuse, bounded pool)."""
+    timeout = TIMEOUT if read_timeout is None else httpx.Timeout(
+        connect=TIMEOUT.connect, read=read_timeout, write=TIMEOUT.write, pool=TIMEOUT.pool)
+    return httpx.AsyncClient(timeout=timeout, limits=POOL_LIMITS, headers={"User-Agent": USER_AGENT})
+
+
+@dataclass(frozen=True)
+class OutgoingFile:
+    """A file part of one message, bytes already read from the store."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class DiscordTransport:
+    """Sends requests to ``api_base`` for the worker; knows nothing of the store."""
+
+    def __init__(self, client: httpx.AsyncClient, api_base: str, *, bot_token: str | None = None,
+                 limiter: RateLimiter | None = None, retry_attempts: int = 3,
+                 cloudflare_backoff: float = CLOUDFLARE_BACKOFF_S, retry_wait_max: float = 4.0) -> None:
+        self._client = client
+        self._base = api_base.rstrip("/")
+        self._bot_token = bot_token
+        self.limiter = limiter or RateLimiter()
+        self._attempts = max(1, retry_attempts)
+        self._cloudflare_backoff = cloudflare_backoff
+        self._retry_wait_max = retry_wait_max
+        self.banned_until = 0.0
+
+    def banned_for(self) -> float:
+        """Seconds left of a Cloudflare ban (0 when none)."""
+        return max(0.0, self.banned_until - time.time())
+
+    async def request(
+        self, method: str, path: str, *, route_key: str, kind: str, bot: bool = False,
+        payload: Mapping[str, Any] | None = None, files: Sequence[OutgoingFile] = (),
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One logical request; returns the 2xx response or raises a ``DeliveryError``."""
+        headers = {"Authorization": f"Bot {self._bot_token}"} if bot and self._bot_token else {}
+        for _ in range(MAX_CONSECUTIVE_429):
+            if self.banned_for() > 0:
+                raise CloudflareBanned(self.banned_for())
+            await self.limiter.acquire(route_key, bot=bot)
+            response = await self._send(method, path, headers, payload, files, params, kind)
+            self.limiter.update(route_key, response.headers)
+            body = _json_or_none(response)
+            code = body.get("code") if isinstance(body, dict) else None
+            metrics.DISCORD_RESPONSES.labels(kind=kind, status=str(response.status_code),
+                                             code=str(code) if isinstance(code, int) else "").inc()
+            if response.is_success:
+                return response
+            if response.status_code != 429:
+                raise classify(response.status_code, body, kind=kind)
+            if not isinstance(body, dict) or "via" not in response.headers:
+                self.banned_until = time.time() + self._cloudflare_backoff
+                metrics.CLOUDFLARE_BANS.inc()
+                log.error("Cloudflare-style 429 (no JSON body or no Via header): pausing all sends for %.0f s",
+                          self._cloudflare_backoff)
+                raise CloudflareBanned(self._cloudflare_backoff)
+            retry_after = _retry_after(body, response.headers)
+            is_global = bool(body.get("global")) or response.headers.get("x-ratelimit-global") == "true"
+            scope = response.headers.get("x-ratelimit-scope", "global" if is_global else "user")
+            metrics.RATE_LIMITED.labels(scope=scope).inc()
+            log.info("rate limited on %s (scope %s): waiting %.3f s", kind, scope, retry_after)
+            self.limiter.pause(route_key, retry_after, is_global=is_global)
+        raise Transient(f"still rate limited after {MAX_CONSECUTIVE_429} tries", status=429)
+
+    async def _send(self, method: str, path: str, headers: dict[str, str], payload: Mapping[str, Any] | None,
+                    files: Sequence[OutgoingFile], params: Mapping[str, str] | None, kind: str) -> httpx.Response:
+        url = self._base + path
+        kwargs: dict[str, Any] = {"headers": headers, "params": params}
+        if files:
+            kwargs["data"] = {"payload_json": json.dumps(payload or {}, ensure_ascii=False)}
+            kwargs["files"] = [(f"files[{i}]", (f.filename, f.data, f.content_type)) for i, f in enumerate(files)]
+        elif payload is not None:
+            kwargs["json"] = payload
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential_jitter(multiplier=0.25, jitter=0.25, max=self._retry_wait_max),
+                retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await self._client.request(method, url, **kwargs)
+                    if response.status_code in TRANSIENT_STATUS:
+                        metrics.DISCORD_RESPONSES.labels(kind=kind, status=str(response.status_code), code="").inc()
+                        raise _RetryableStatus(response)
+                    return response
+        except _RetryableStatus as exc:
+            raise Transient(f"Discord answered {exc.response.status_code}", status=exc.response.status_code) from None
+        except httpx.TimeoutException as exc:
+            raise Transient(f"timed out talking to Discord ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise Transient(f"connection to Discord failed ({type(exc).__name__})") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    if "json" not in response.headers.get("content-type", ""):
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _retry_after(body: Mapping[str, Any], headers: Mapping[str, str]) -> float:
+    for value in (body.get("retry_after"), headers.get("x-ratelimit-reset-after"), headers.get("retry-after")):
+        try:
+            if value is not None:
+                return max(0.0, float(value))
+        except (TypeError, ValueError):
+            continue
+    return 1.0
