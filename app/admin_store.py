@@ -23,6 +23,8 @@ from schemas.tables import ConfigEntry, Delivery, DeliveryEvent, Destination, Re
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
 CHART_HOURS = 24
+# A destination that was disabled (webhook deleted) or expired is a failure to whoever reads the chart.
+FAILED_OUTCOMES = ("failed", "disabled", "expired")
 
 
 def token_digest(token: str) -> str:
@@ -218,7 +220,7 @@ class AdminStore:
     # --- overview --------------------------------------------------------------------------------
 
     def hourly_outcomes(self, *, now: datetime | None = None, hours: int = CHART_HOURS) -> list[HourBucket]:
-        """Delivered / failed events per hour over the last ``hours`` hours, oldest hour first.
+        """Delivered and failed (incl. disabled, expired) events per hour over the last ``hours`` hours.
 
         One aggregate query with a ``CASE`` per hour keeps it portable (SQLite and PostgreSQL
         truncate dates differently) and sends back 2 × ``hours`` numbers instead of every event.
@@ -228,11 +230,11 @@ class AdminStore:
         columns = []
         for start in starts:
             in_hour = (DeliveryEvent.at >= start) & (DeliveryEvent.at < start + timedelta(hours=1))
-            for outcome in ("delivered", "failed"):
-                columns.append(func.coalesce(func.sum(case((in_hour & (DeliveryEvent.outcome == outcome), 1),
-                                                           else_=0)), 0))
+            for outcomes in (("delivered",), FAILED_OUTCOMES):
+                hit = in_hour & DeliveryEvent.outcome.in_(outcomes)
+                columns.append(func.coalesce(func.sum(case((hit, 1), else_=0)), 0))
         query = select(*columns).where(DeliveryEvent.at >= starts[0],
-                                       DeliveryEvent.outcome.in_(("delivered", "failed")))
+                                       DeliveryEvent.outcome.in_(("delivered", *FAILED_OUTCOMES)))
         with self._db.session() as session:
             row = session.execute(query).one()
         return [HourBucket(start=start, delivered=int(row[2 * i]), failed=int(row[2 * i + 1]))

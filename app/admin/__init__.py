@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from app.admin import login, routes
 from app.admin.security import ensure_admin_token
 
-router = APIRouter(prefix="/admin", include_in_schema=False)
+router = APIRouter()
 router.include_router(login.router)
 router.include_router(routes.router)
 

@@ -27,7 +27,7 @@ from app.admin.security import (
 )
 from app.admin.web import HERE, AdminRoute, error_page, login_limiter, page, runtime_of, safe_next
 
-router = APIRouter(route_class=AdminRoute)
+router = APIRouter(prefix="/admin", route_class=AdminRoute, include_in_schema=False)
 
 STATIC_FILES = {"admin.css": "text/css; charset=utf-8", "admin.js": "text/javascript; charset=utf-8"}
 LOGIN_NONCE_TTL_S = 3600

@@ -28,7 +28,8 @@ from app.settings import Settings
 from app.store import ResultFilter
 from schemas.api import WebhookDestination
 
-router = APIRouter(route_class=AdminRoute, dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin", route_class=AdminRoute, dependencies=[Depends(require_admin)],
+                   include_in_schema=False)
 
 STATUSES = ("undelivered", "pending", "delivering", "delivered", "picked_up")
 FILTER_KEYS = ("status", "workflow_id", "destination", "since", "until", "q")
