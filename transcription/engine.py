@@ -179,12 +179,7 @@ class TranscriptionEngine:
             for process in processes:
                 process.terminate()
             await asyncio.to_thread(_join_all, processes)
-        with self._start_lock:
-            relay, manager = self._relay, self._manager
-        if relay is not None:
-            await asyncio.to_thread(relay.stop)
-        if manager is not None:
-            await asyncio.to_thread(manager.shutdown)
+        await asyncio.to_thread(self._stop_progress)
 
     # -- internals -----------------------------------------------------------------
 
@@ -201,6 +196,14 @@ class TranscriptionEngine:
                 relay = ProgressRelay(self._manager.Queue())
                 relay.start()
                 self._relay = relay
+
+    def _stop_progress(self) -> None:
+        """Stop the relay, then the manager (blocking: waits for a concurrent start to finish)."""
+        with self._start_lock:
+            if self._relay is not None:
+                self._relay.stop()
+            if self._manager is not None:
+                self._manager.shutdown()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         assert self._relay is not None

@@ -115,6 +115,14 @@ async def test_other_formats_transcribe(
     assert len(words_found(transcript.text, SHORT_WORDS)) >= 3, transcript.text
 
 
+async def test_two_workers_run_jobs_side_by_side(make_engine: MakeEngine, speech: Speech) -> None:
+    engine = make_engine(workers=2)
+    await engine.start()
+    assert len(engine.worker_pids()) == 2
+    first, second = await asyncio.gather(engine.transcribe(speech.short), engine.transcribe(speech.short))
+    assert first.text == second.text
+
+
 async def test_invalid_audio_is_rejected_before_using_a_worker(make_engine: MakeEngine, tmp_path: Path) -> None:
     engine = make_engine()  # never started: the probe runs in the parent
     text_file = tmp_path / "minutes.mp3"

@@ -69,3 +69,23 @@ def test_a_size_name_missing_from_the_cache_is_not_downloaded() -> None:
     # large-v3 is 3 GB; if it resolved, it came from the local cache, never the network.
     with pytest.raises(ModelNotAvailable, match="downloads are disabled"):
         resolve_model("large-v3")
+
+
+def test_the_engine_resolves_at_construction_and_starts_nothing(tmp_path: Path) -> None:
+    from transcription import TranscriptionEngine
+
+    with pytest.raises(ModelNotAvailable):
+        TranscriptionEngine(str(tmp_path / "missing"))
+    engine = TranscriptionEngine("tiny.en", device="cpu", workers=2)
+    assert engine.spec.path == str(bundled_model_path())
+    assert engine.cpu_threads >= 1
+    assert engine.worker_pids() == []
+
+
+def test_engine_and_options_reject_nonsense() -> None:
+    from transcription import TranscribeOptions, TranscriptionEngine
+
+    with pytest.raises(ValueError, match="workers"):
+        TranscriptionEngine("tiny.en", workers=0)
+    with pytest.raises(ValueError, match="task"):
+        TranscribeOptions(task="summarise")  # type: ignore[arg-type]
