@@ -16,6 +16,7 @@ from app.errors import ApiError, invalid, validation_details
 from app.ingest import build_targets, read_result
 from app.present import content_out, result_out
 from app.store import ResultFilter
+from delivery.metrics import RESULTS_RECEIVED
 from schemas.api import (
     Accepted,
     BulkRedeliverIn,
@@ -52,6 +53,7 @@ async def create_result(
     new = await read_result(request, key_id=key_id, settings=runtime.settings, cipher=runtime.cipher)
     result_id, created = await run_in_threadpool(runtime.results.create, new)
     if created:
+        RESULTS_RECEIVED.inc()
         runtime.wake_workers()
     else:
         response.headers["Idempotent-Replayed"] = "true"
