@@ -13,7 +13,7 @@ from datetime import datetime
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app.store import utcnow
 from schemas.tables import Delivery, DeliveryEvent, Destination, Result
@@ -84,7 +84,7 @@ def mark_undelivered(relay: Relay, result_id: str, *, status: int = 404, code: i
     """Record what the engine writes when a result's only destination failed for good."""
     now = at or utcnow()
     with relay.runtime.db.session(write=True) as session:
-        delivery = session.query(Delivery).filter(Delivery.result_id == result_id).one()
+        delivery = session.scalars(select(Delivery).where(Delivery.result_id == result_id)).one()
         delivery.status, delivery.attempts = "failed", delivery.attempts + 1
         delivery.last_error_status, delivery.last_error_code, delivery.last_error_message = status, code, message
         session.add(DeliveryEvent(delivery_id=delivery.id, at=now, outcome=outcome, http_status=status,
