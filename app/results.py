@@ -7,17 +7,20 @@ deliveries together, so a ``202`` always means all of it is stored and nothing i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, or_, select, update
+from sqlalchemy import Select, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from app.destinations import Target
+from app.group_commit import CommitStats, GroupCommitter
 from app.ids import new_id
 from app.store import (
     AttachmentMeta,
@@ -29,6 +32,7 @@ from app.store import (
     ResultContentView,
     ResultFilter,
     ResultView,
+    StoreUnavailable,
     as_utc,
     decode_cursor,
     encode_cursor,
@@ -37,6 +41,104 @@ from app.store import (
 from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
 
 STREAM_CHUNK = 1024 * 1024
+# A batch is what queued while the previous one committed, capped so one transaction stays short.
+MAX_BATCH_ITEMS = 256
+MAX_BATCH_BYTES = 32 * 1024 * 1024
+
+log = logging.getLogger("relay.results")
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A result waiting for the writer, with its id chosen by the caller (so a retry keeps it)."""
+
+    result_id: str
+    new: NewResult
+
+    def size(self) -> int:
+        """Rough bytes this item adds to a transaction (attachments and body dominate)."""
+        return sum(len(a.data) for a in self.new.attachments) + len(self.new.body or "")
+
+
+def _outcome(fn: Callable[[_Pending], tuple[str, bool]], pending: _Pending) -> tuple[str, bool] | BaseException:
+    try:
+        return fn(pending)
+    except Exception as exc:  # noqa: BLE001 - handed to that item's caller, not to the batch
+        return exc
+
+
+def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bool] | BaseException]:
+    """Write every new result of ``batch`` with a few multi-row INSERTs; idempotent replays write nothing.
+
+    Runs inside the writer's write transaction (``BEGIN IMMEDIATE`` on SQLite), so the idempotency
+    check and the inserts see one consistent store. Keys repeated inside the batch resolve to the
+    first occurrence, exactly as if the items had been committed one after another.
+    """
+    known: dict[tuple[str, str], tuple[str, str]] = {}  # (key_id, idempotency key) -> (id, request hash)
+    by_key: dict[str, set[str]] = {}
+    for p in batch:
+        if p.new.idempotency_key is not None:
+            by_key.setdefault(p.new.key_id, set()).add(p.new.idempotency_key)
+    for key_id, idem_keys in by_key.items():
+        rows = session.execute(
+            select(Result.id, Result.idempotency_key, Result.request_hash)
+            .where(Result.key_id == key_id, Result.idempotency_key.in_(sorted(idem_keys)))
+        ).all()
+        for row in rows:
+            known[(key_id, row.idempotency_key)] = (row.id, row.request_hash)
+
+    now = utcnow()
+    outcomes: list[tuple[str, bool] | BaseException] = []
+    results: list[dict[str, Any]] = []
+    attachments: list[dict[str, Any]] = []
+    deliveries: list[dict[str, Any]] = []
+    destinations: dict[str, dict[str, Any]] = {}
+    for p in batch:
+        new = p.new
+        if new.idempotency_key is not None:
+            seen = known.get((new.key_id, new.idempotency_key))
+            if seen is not None:
+                outcomes.append((seen[0], False) if seen[1] == new.request_hash else IdempotencyConflict(seen[0]))
+                continue
+            known[(new.key_id, new.idempotency_key)] = (p.result_id, new.request_hash)
+        results.append({
+            "id": p.result_id, "key_id": new.key_id, "idempotency_key": new.idempotency_key,
+            "request_hash": new.request_hash, "workflow_id": new.workflow_id, "title": new.title,
+            "summary": new.summary, "body": new.body, "fields_json": new.fields, "url": new.url,
+            "color": new.color, "level": new.level, "metadata_json": new.metadata, "mode": new.mode,
+            "status": "pending", "generation": 1, "created_at": now, "updated_at": now, "finished_at": None,
+        })
+        for idx, att in enumerate(new.attachments):
+            attachments.append({
+                "result_id": p.result_id, "idx": idx, "filename": att.filename, "content_type": att.content_type,
+                "size": len(att.data), "sha256": hashlib.sha256(att.data).hexdigest(), "data": att.data,
+            })
+        for position, target in enumerate(new.targets):
+            destinations.setdefault(target.key, {"key": target.key, "kind": target.kind, "label": target.label,
+                                                 "updated_at": now})
+            first = position == 0 or new.mode == "all"
+            deliveries.append({
+                "result_id": p.result_id, "generation": 1, "position": position, "destination_key": target.key,
+                "kind": target.kind, "target_json": target.stored, "status": "pending" if first else "waiting",
+                "next_attempt_at": now if first else None, "created_at": now, "updated_at": now,
+            })
+        outcomes.append((p.result_id, True))
+
+    if destinations:
+        dialect = session.get_bind().dialect.name
+        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+        # Sorted, so replicas inserting overlapping destinations take row locks in the same order.
+        rows = [destinations[k] for k in sorted(destinations)]
+        session.execute(upsert(Destination.__table__).on_conflict_do_nothing(index_elements=["key"]), rows)
+    # Core multi-row INSERTs (executemany): the ORM's per-object bookkeeping is most of the cost of
+    # a single-row create, and none of it is needed for rows nobody reads back in this session.
+    if results:
+        session.execute(insert(Result.__table__), results)
+    if attachments:
+        session.execute(insert(Attachment.__table__), attachments)
+    if deliveries:
+        session.execute(insert(Delivery.__table__), deliveries)
+    return outcomes
 
 
 class ResultStore:
@@ -44,16 +146,51 @@ class ResultStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._committer: GroupCommitter[_Pending, tuple[str, bool]] = GroupCommitter(
+            self._write_batch, max_items=MAX_BATCH_ITEMS, max_bytes=MAX_BATCH_BYTES, size_of=_Pending.size,
+            name="result-writer")
 
     # --- writing -------------------------------------------------------------------------------
 
     def create(self, new: NewResult) -> tuple[str, bool]:
-        """Store a result; ``(id, created)``. A repeated idempotency key returns the first id."""
+        """Store a result; ``(id, created)``. A repeated idempotency key returns the first id.
+
+        Returns only after the transaction holding the result has committed. Concurrent calls are
+        written together by one writer thread (``app.group_commit``), one transaction per batch.
+        """
+        return self._committer.call(_Pending(new_id("res"), new))
+
+    async def create_async(self, new: NewResult) -> tuple[str, bool]:
+        """``create`` for the event loop: awaits the commit without holding a thread-pool thread."""
+        return await self._committer.call_async(_Pending(new_id("res"), new))
+
+    @property
+    def commit_stats(self) -> CommitStats:
+        """Batches and items written by the group committer (for tests and benchmarks)."""
+        return self._committer.stats
+
+    def _write_batch(self, batch: list[_Pending]) -> list[tuple[str, bool] | BaseException]:
+        """One transaction for the whole batch; on any item-level failure, one transaction per item."""
+        try:
+            with self._db.session(write=True) as session:
+                outcomes = _insert_batch(session, batch)
+            return outcomes
+        except StoreUnavailable as exc:
+            # The store is down or locked: every item would fail the same way, so fail them together.
+            return [exc] * len(batch)
+        except Exception:  # noqa: BLE001 - one bad item (IntegrityError, unserialisable value, ...)
+            if len(batch) == 1:
+                return [_outcome(self._create_one, batch[0])]
+            log.info("group commit of %d results failed; committing them one by one", len(batch))
+            return [_outcome(self._create_one, p) for p in batch]
+
+    def _create_one(self, pending: _Pending) -> tuple[str, bool]:
+        """The single-result transaction: the fallback that isolates a bad item from its batch."""
+        new, result_id = pending.new, pending.result_id
         if new.idempotency_key is not None:
             existing = self._find_idempotent(new)
             if existing is not None:
                 return existing, False
-        result_id = new_id("res")
         try:
             with self._db.session(write=True) as session:
                 now = utcnow()
@@ -71,7 +208,7 @@ class ResultStore:
                     ))
                 self._add_deliveries(session, result_id, 1, new.mode, new.targets, now)
         except IntegrityError:
-            # A concurrent request with the same idempotency key committed first.
+            # A concurrent request with the same idempotency key committed first (another replica).
             existing = self._find_idempotent(new) if new.idempotency_key is not None else None
             if existing is None:
                 raise

@@ -184,18 +184,20 @@ async def generate_load(port: int, key: str, *, concurrency: int, warmup: float,
         writer: asyncio.StreamWriter | None = None
         try:
             while time.perf_counter() < window_end:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection(HOST, port)
-                assert reader is not None
                 data = requests.next()
                 t0 = time.perf_counter()
                 try:
+                    if writer is None:
+                        reader, writer = await asyncio.open_connection(HOST, port)
+                    assert reader is not None
                     writer.write(data)
                     status, keep_alive = await _read_response(reader)
                 except (OSError, asyncio.IncompleteReadError, RuntimeError):
                     errors += 1
-                    writer.close()
+                    if writer is not None:
+                        writer.close()
                     reader = writer = None
+                    await asyncio.sleep(0.05)  # a refused connection must not become a busy loop
                     continue
                 t1 = time.perf_counter()
                 if t0 >= window_start and t1 <= window_end:
