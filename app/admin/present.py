@@ -21,6 +21,7 @@ from app.settings import Settings
 from app.store import ResultContentView
 
 log = logging.getLogger("relay.admin")
+ZWSP = "\u200b"
 
 _CODE_WORDS = {
     10003: "channel deleted",
@@ -187,6 +188,12 @@ class MessagePreview:
     files: list[tuple[str, str]]
 
 
+def _shown(text: str) -> str:
+    # The renderer guards whitespace with ZWSP so Discord's trimming keeps it; Discord draws nothing
+    # for a ZWSP-only line, and neither should the preview (markdown-it would draw an empty paragraph).
+    return "\n".join(line for line in text.split("\n") if ZWSP not in line or line.strip(ZWSP + " ")).strip(ZWSP)
+
+
 def _embed(embed: dict[str, Any]) -> EmbedPreview:
     color = embed.get("color")
     url = embed.get("url")
@@ -194,7 +201,7 @@ def _embed(embed: dict[str, Any]) -> EmbedPreview:
         color=f"#{color:06x}" if isinstance(color, int) else "#4f545c",
         author=(embed.get("author") or {}).get("name"), title=embed.get("title"),
         url=url if isinstance(url, str) and _http_only(url) else None,
-        description=markdown(embed["description"]) if embed.get("description") else None,
+        description=markdown(_shown(embed["description"])) if embed.get("description") else None,
         fields=[{"name": f.get("name", ""), "value": markdown(f.get("value", "")), "inline": bool(f.get("inline"))}
                 for f in embed.get("fields", ())],
         footer=(embed.get("footer") or {}).get("text"),
