@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from app.runtime import Runtime
 from app.settings import Settings
+from delivery.progress import ProgressQueue, ProgressWorker
 from delivery.queue import DeliveryQueue
 from delivery.render import Limits
 from delivery.transport import DiscordTransport, make_client
@@ -128,23 +129,30 @@ class Workers:
         await self.client.aclose()
 
 
-def build_worker(runtime: Runtime, client: httpx.AsyncClient) -> DeliveryWorker:
-    """A worker for this runtime's store and settings."""
+def build_workers(runtime: Runtime, client: httpx.AsyncClient) -> tuple[DeliveryWorker, ProgressWorker]:
+    """The delivery and progress loops for this runtime's store and settings, sharing one transport
+    (so they share what the rate-limit headers taught)."""
     settings = runtime.settings
     bot = settings.discord_bot_token.get_secret_value() if settings.discord_bot_token else None
     transport = DiscordTransport(client, settings.discord_api_base, bot_token=bot,
                                  retry_attempts=settings.http_retry_attempts,
                                  cloudflare_backoff=settings.cloudflare_backoff)
-    return DeliveryWorker(DeliveryQueue(runtime.engine), transport, lambda s: runtime.cipher.decrypt(s).reveal(),
-                          worker_config(settings))
+
+    def reveal(stored: str) -> str:
+        return runtime.cipher.decrypt(stored).reveal()
+
+    worker = DeliveryWorker(DeliveryQueue(runtime.engine), transport, reveal, worker_config(settings))
+    progress = ProgressWorker(ProgressQueue(runtime.engine), transport, reveal, owner=worker.owner,
+                              interaction_margin_s=settings.interaction_margin, lease_s=settings.lease_seconds)
+    return worker, progress
 
 
 async def start_workers(runtime: Runtime) -> Workers:
-    """Start the delivery loop in this event loop and point the runtime's wake-ups at it."""
+    """Start the delivery and progress loops in this event loop and point the runtime's wake-ups at them."""
     client = make_client(runtime.settings.discord_timeout)
-    worker = build_worker(runtime, client)
+    worker, progress = build_workers(runtime, client)
     stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop), name="delivery-worker")
+    task = asyncio.create_task(_run_both(worker, progress, stop), name="delivery-worker")
     workers = Workers(worker=worker, client=client, stop_event=stop, task=task)
     wake_local = worker.wake
     if runtime.engine.dialect.name == "postgresql":
@@ -152,6 +160,18 @@ async def start_workers(runtime: Runtime) -> Workers:
         workers.closers.append(listener.close)
     runtime.workers_running = workers.is_running
     return workers
+
+
+async def _run_both(worker: DeliveryWorker, progress: ProgressWorker, stop: asyncio.Event) -> None:
+    """Run both loops; if one dies, stop the other loudly rather than limp on half-working."""
+    tasks = [asyncio.create_task(worker.run(stop), name="deliveries"),
+             asyncio.create_task(progress.run(stop), name="progress")]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s loop died; the worker stopped", task.get_name(), exc_info=task.exception())
 
 
 def wire_wakeups(runtime: Runtime, workers: Workers | None) -> Callable[[], None]:

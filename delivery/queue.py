@@ -23,7 +23,7 @@ from sqlmodel import Session
 
 from delivery.ratelimit import BucketState
 from delivery.render import AttachmentRef, Field, FilePart, MessagePlan, RenderInput
-from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
+from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, ProgressMessage, Result
 
 
 def utcnow() -> datetime:
@@ -61,6 +61,8 @@ class Work:
     result_created_at: datetime
     result: RenderInput
     stale: str | None = None  # why it must not be sent any more (result acknowledged, superseded)
+    next_kind: str | None = None  # the route's next destination, for a hand-off notice
+    notice_sent: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,9 @@ class DeliveryQueue:
             atts = session.execute(
                 select(Attachment.idx, Attachment.filename, Attachment.content_type, Attachment.size,
                        Attachment.sha256).where(Attachment.result_id == r.id).order_by(Attachment.idx)).all()
+            following = session.scalar(select(Delivery.kind).where(
+                Delivery.result_id == r.id, Delivery.generation == d.generation, Delivery.position > d.position)
+                .order_by(Delivery.position).limit(1))
             level = r.level if r.level in ("info", "success", "warning", "error") else None
             result = RenderInput(
                 title=r.title, summary=r.summary, body=r.body,
@@ -202,7 +207,8 @@ class DeliveryQueue:
             return Work(delivery_id=d.id or 0, result_id=r.id, kind=d.kind, target=dict(d.target_json),
                         attempts=d.attempts, render_scale=d.render_scale,
                         first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
-                        result=result, stale=stale)
+                        result=result, stale=stale, next_kind=following,
+                        notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d))
 
     def plans(self, delivery_id: int) -> list[StoredPlan]:
         """The stored plan of a delivery, in order."""
@@ -271,7 +277,9 @@ class DeliveryQueue:
         with self._session(write=True) as session:
             d = session.get(Delivery, delivery_id)
             assert d is not None
-            r = session.get(Result, d.result_id)
+            # Lock the result first: two destinations of a mode-"all" result finishing at once must
+            # see each other's outcome, or neither would declare the result finished (PostgreSQL).
+            r = session.get(Result, d.result_id, with_for_update=self._postgres)
             assert r is not None
             d.status = "delivered" if delivered else "failed"
             d.next_attempt_at, d.updated_at = None, now
@@ -301,14 +309,25 @@ class DeliveryQueue:
             active = [s for s in siblings if s.status in ("pending", "waiting")]
             if r.mode == "first_success" and delivered:
                 r.status, r.finished_at = "delivered", now
+                _progress_done(session, r.workflow_id, now)
             elif not active:
                 everyone = [s.status for s in siblings] + [d.status]
                 ok = any(s == "delivered" for s in everyone) if r.mode == "first_success" else all(
                     s in ("delivered", "skipped") for s in everyone)
                 r.status, r.finished_at = ("delivered" if ok else "undelivered"), now
+                if ok:
+                    _progress_done(session, r.workflow_id, now)
             r.updated_at = now
             return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now,
                             next_delivery=next_delivery, skipped=skipped)
+
+    def mark_notice_sent(self, delivery_id: int) -> None:
+        """The hand-off notice for this interaction delivery went out (never twice)."""
+        now = utcnow()
+        with self._session(write=True) as session:
+            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(notice_sent_at=now))
+            session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome="handoff_notice",
+                                      message="told the user where the result will arrive"))
 
     def cancel(self, delivery_id: int, reason: str) -> None:
         """Stop a delivery that must not be sent any more (its result was acknowledged or superseded)."""
@@ -325,6 +344,23 @@ class DeliveryQueue:
                 Delivery.status == "pending")).one()
         age = (utcnow() - _aware(oldest)).total_seconds() if oldest else 0.0
         return int(count), max(0.0, age)
+
+
+def _progress_handoff_sent(session: Session, result: Result, delivery: Delivery) -> bool:
+    if delivery.kind != "interaction" or not result.workflow_id:
+        return False
+    state = session.scalar(select(ProgressMessage.state_json).where(
+        ProgressMessage.workflow_id == result.workflow_id, ProgressMessage.destination_key == delivery.destination_key))
+    return bool(state and state.get("handoff_sent"))
+
+
+def _progress_done(session: Session, workflow_id: str | None, now: datetime) -> None:
+    """The workflow's result arrived: its progress messages turn into "done" at the next edit."""
+    if workflow_id:
+        session.execute(update(ProgressMessage).where(ProgressMessage.workflow_id == workflow_id,
+                                                      ProgressMessage.done.is_(False))
+                        .values(done=True, version=ProgressMessage.version + 1, next_attempt_at=None,
+                                updated_at=now))
 
 
 def _file_to_json(part: FilePart) -> dict[str, Any]:

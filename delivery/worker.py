@@ -26,7 +26,16 @@ from typing import Any
 
 from delivery import metrics
 from delivery.classify import PAYLOAD_BUG_CODES
-from delivery.errors import CloudflareBanned, DestinationGone, Expired, Permanent, TooLarge, Transient
+from delivery.errors import (
+    CloudflareBanned,
+    DeliveryError,
+    DestinationGone,
+    Expired,
+    Permanent,
+    TooLarge,
+    Transient,
+)
+from delivery.progress import LAST_SAFE_SEND, handoff_text
 from delivery.queue import ClaimedDestination, DeliveryQueue, StoredPlan, Work, utcnow
 from delivery.render import Limits, render, smaller
 from delivery.transport import DiscordTransport, OutgoingFile
@@ -191,6 +200,8 @@ class DeliveryWorker:
                 metrics.MESSAGES_SENT.labels(kind=work.kind).inc()
         except Expired as exc:
             metrics.EXPIRED_TOKENS.inc()
+            if exc.status is None:  # our safety margin, not Discord: the token still has its last minute
+                await self._handoff_notice(work, dest)
             await self._fail(work, exc, "expired")
             return True
         except DestinationGone as exc:
@@ -331,6 +342,21 @@ class DeliveryWorker:
             response = await self._transport.request("POST", path, route_key=dest.key, kind=work.kind,
                                                      payload=payload, files=files, params=params)
         return str(response.json()["id"])
+
+    async def _handoff_notice(self, work: Work, dest: ClaimedDestination) -> None:
+        """Spend an expiring interaction token on telling the user where the result will arrive."""
+        created = datetime.fromisoformat(work.target["created_at"])
+        if work.notice_sent or utcnow() >= created + INTERACTION_TTL - LAST_SAFE_SEND:
+            return
+        path = f"/webhooks/{work.target['application_id']}/{self._reveal(work.target['token'])}"
+        payload = {"content": handoff_text(work.next_kind), "allowed_mentions": {"parse": []}}
+        try:
+            await self._transport.request("POST", path, route_key=dest.key, kind="interaction", payload=payload,
+                                          params={"wait": "true"})
+        except DeliveryError as exc:
+            log.warning("hand-off notice not sent: %s", exc.message, extra={"result_id": work.result_id})
+            return
+        await asyncio.to_thread(self._queue.mark_notice_sent, work.delivery_id)
 
     async def _open_dm(self, key: str, user_id: str) -> str:
         response = await self._transport.request("POST", "/users/@me/channels", route_key=f"{key}:open", kind="dm",

@@ -227,3 +227,22 @@ def clean_filename(name: str) -> str:
     if base in ("", ".", ".."):
         raise ValueError("is not a usable file name")
     return base
+
+
+class ProgressIn(_Strict):
+    """``POST /v1/progress``: the newest state of a running workflow, shown in one edited message."""
+
+    workflow_id: str = Field(min_length=1, max_length=255)
+    route: list[DestinationIn] = Field(min_length=1, max_length=20)
+    stage: str = Field(default="Working", max_length=240)
+    current: float | None = Field(default=None, ge=0)
+    total: float | None = Field(default=None, gt=0)
+    message: str | None = Field(default=None, max_length=3000)
+
+
+class ProgressAccepted(BaseModel):
+    """The ``202`` answer of ``POST /v1/progress``."""
+
+    workflow_id: str
+    destinations: int
+    skipped: list[str]

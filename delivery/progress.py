@@ -1,0 +1,266 @@
+"""Progress messages and hand-off notices: keeping the person who ran a long command informed.
+
+One progress message per (workflow, destination) is created once and then edited in place. Only
+the newest state is ever sent (a row carries ``version``; a send records the version it showed),
+so a burst of updates under rate limits coalesces into one edit. Progress never delays a result:
+a destination with due result deliveries is left alone, and progress does not spend the last
+request of a bucket.
+
+Hand-off notice: an interaction token dies 15 minutes after the command. When a workflow's route
+holds one and no result was delivered by the time the token is within the safety margin of
+expiring, the relay spends the token's last minute on a follow-up that says where the result will
+arrive, described without secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, exists, or_, select, update
+from sqlmodel import Session
+
+from delivery.errors import CloudflareBanned, DeliveryError, Permanent, Transient
+from delivery.queue import utcnow
+from delivery.transport import DiscordTransport
+from schemas.tables import Delivery, ProgressMessage, Result
+
+log = logging.getLogger("relay.progress")
+
+INTERACTION_TTL = timedelta(minutes=15)
+LAST_SAFE_SEND = timedelta(seconds=5)  # never use a token this close to its end
+PROGRESS_RETRY = timedelta(seconds=2)
+BAR_CELLS = 12
+
+
+@dataclass(frozen=True)
+class ProgressWork:
+    """A progress row claimed for sending."""
+
+    id: int
+    workflow_id: str
+    destination_key: str
+    kind: str
+    target: dict[str, Any]
+    state: dict[str, Any]
+    version: int
+    message_id: str | None
+    done: bool
+
+
+def describe_destination(kind: str | None) -> str:
+    """Where a result will arrive, in words a user understands and without secrets."""
+    if kind == "webhook":
+        return "posted in this channel by webhook"
+    if kind == "dm":
+        return "sent to you by DM"
+    if kind == "interaction":
+        return "posted as a follow-up to the command"
+    return "kept for pickup; the team running the workflow will share it"
+
+
+def handoff_text(next_kind: str | None) -> str:
+    """The notice posted on an interaction that is about to expire before its result."""
+    where = describe_destination(next_kind)
+    return f"⏳ Still working — this command is about to time out. The result will be {where}."
+
+
+def progress_payload(state: dict[str, Any], *, done: bool, workflow_id: str) -> dict[str, Any]:
+    """The message showing a progress state (or "done")."""
+    if done:
+        embed: dict[str, Any] = {"title": "✅ Done", "description": "The result has been delivered.",
+                                 "color": 0x57F287}
+    else:
+        current, total = state.get("current"), state.get("total")
+        lines = []
+        if isinstance(current, int | float) and isinstance(total, int | float) and total > 0:
+            ratio = max(0.0, min(1.0, current / total))
+            filled = round(ratio * BAR_CELLS)
+            lines.append(f"`{'█' * filled}{'░' * (BAR_CELLS - filled)}` {current:g}/{total:g} ({ratio:.0%})")
+        if state.get("message"):
+            lines.append(str(state["message"])[:3000])
+        embed = {"title": f"⏳ {str(state.get('stage') or 'Working')[:240]}",
+                 "description": "\n".join(lines) or "Working…", "color": 0x5865F2}
+    embed["footer"] = {"text": f"workflow {workflow_id}"[:2048]}
+    return {"embeds": [embed], "allowed_mentions": {"parse": []}}
+
+
+class ProgressQueue:
+    """Store side of progress messages and hand-off notices."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._write_engine = engine.execution_options(sqlite_write=True)
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def _session(self, *, write: bool = False) -> Iterator[Session]:
+        with Session(self._write_engine if write else self._engine, expire_on_commit=False) as session:
+            yield session
+            session.commit()
+
+    def claim(self, owner: str, *, limit: int, lease_s: float) -> list[ProgressWork]:
+        """Progress rows with a newer state than Discord shows, whose destination has no due result."""
+        now = utcnow()
+        busy = exists().where(Delivery.destination_key == ProgressMessage.destination_key,
+                              Delivery.status == "pending", Delivery.next_attempt_at <= now)
+        query = (select(ProgressMessage)
+                 .where(ProgressMessage.version > ProgressMessage.sent_version,
+                        or_(ProgressMessage.next_attempt_at.is_(None), ProgressMessage.next_attempt_at <= now),
+                        or_(ProgressMessage.lease_owner.is_(None), ProgressMessage.lease_expires_at < now),
+                        ~busy)
+                 .order_by(ProgressMessage.updated_at).limit(limit))
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        with self._session(write=True) as session:
+            rows = session.scalars(query).all()
+            for row in rows:
+                row.lease_owner, row.lease_expires_at = owner, now + timedelta(seconds=lease_s)
+            return [ProgressWork(id=r.id or 0, workflow_id=r.workflow_id, destination_key=r.destination_key,
+                                 kind=r.kind, target=dict(r.target_json), state=dict(r.state_json), version=r.version,
+                                 message_id=r.message_id, done=r.done) for r in rows]
+
+    def sent(self, row_id: int, *, version: int, message_id: str | None, failed: str | None = None) -> None:
+        """Discord shows ``version`` now (or gave up with ``failed``); release the lease."""
+        values: dict[str, Any] = {"sent_version": version, "lease_owner": None, "lease_expires_at": None,
+                                  "next_attempt_at": None, "failed_reason": failed}
+        if message_id is not None:
+            values["message_id"] = message_id
+        with self._session(write=True) as session:
+            session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id).values(**values))
+
+    def retry_later(self, row_id: int, at: datetime) -> None:
+        """A transient failure: try the newest state again at ``at``."""
+        with self._session(write=True) as session:
+            session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id)
+                            .values(lease_owner=None, lease_expires_at=None, next_attempt_at=at))
+
+    def due_handoffs(self, *, margin_s: float) -> list[ProgressWork]:
+        """Interaction progress rows whose token is in its last ``margin_s`` and whose workflow has no result yet.
+
+        The token's creation time rides in the stored target; rows are few (one per running
+        interaction), so the time window is checked here rather than in SQL.
+        """
+        now = utcnow()
+        delivered = exists().where(Result.workflow_id == ProgressMessage.workflow_id,
+                                   Result.status.in_(("delivered", "picked_up")))
+        with self._session() as session:
+            rows = session.scalars(select(ProgressMessage).where(
+                ProgressMessage.kind == "interaction", ProgressMessage.done.is_(False), ~delivered)).all()
+        due = []
+        for r in rows:
+            if r.state_json.get("handoff_sent"):
+                continue
+            created = datetime.fromisoformat(r.target_json["created_at"])
+            start = created + INTERACTION_TTL - timedelta(seconds=margin_s)
+            if start <= now < created + INTERACTION_TTL - LAST_SAFE_SEND:
+                due.append(ProgressWork(id=r.id or 0, workflow_id=r.workflow_id, destination_key=r.destination_key,
+                                        kind=r.kind, target=dict(r.target_json), state=dict(r.state_json),
+                                        version=r.version, message_id=r.message_id, done=r.done))
+        return due
+
+    def handoff_sent(self, row_id: int, state: dict[str, Any]) -> None:
+        """Remember the notice went out (once per interaction)."""
+        with self._session(write=True) as session:
+            session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id)
+                            .values(state_json={**state, "handoff_sent": True}))
+
+
+class ProgressWorker:
+    """Sends the newest progress state of each (workflow, destination) and the hand-off notices."""
+
+    def __init__(self, queue: ProgressQueue, transport: DiscordTransport, reveal: Callable[[str], str], *,
+                 owner: str, interaction_margin_s: float, interval_s: float = 0.5, lease_s: float = 30.0,
+                 concurrency: int = 8) -> None:
+        self._queue, self._transport, self._reveal = queue, transport, reveal
+        self._owner, self._margin, self._interval = owner, interaction_margin_s, interval_s
+        self._lease_s, self._concurrency = lease_s, concurrency
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until ``stop``; each pass sends due hand-offs, then pending progress states."""
+        while not stop.is_set():
+            try:
+                await self.pass_once()
+            except Exception:  # noqa: BLE001 - progress is best effort; results never depend on it
+                log.warning("progress pass failed", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+
+    async def pass_once(self) -> None:
+        """One round of hand-offs and progress edits."""
+        if self._transport.banned_for() > 0:
+            return
+        for row in await asyncio.to_thread(self._queue.due_handoffs, margin_s=self._margin):
+            await self._handoff(row)
+        rows = await asyncio.to_thread(self._queue.claim, self._owner, limit=self._concurrency,
+                                       lease_s=self._lease_s)
+        if rows:
+            await asyncio.gather(*(self._send(row) for row in rows))
+
+    def _path(self, row: ProgressWork) -> tuple[str, dict[str, str]]:
+        ident = row.target["webhook_id"] if row.kind == "webhook" else row.target["application_id"]
+        params = {"wait": "true"}
+        if row.target.get("thread_id"):
+            params["thread_id"] = row.target["thread_id"]
+        return f"/webhooks/{ident}/{self._reveal(row.target['token'])}", params
+
+    def _token_alive(self, row: ProgressWork) -> bool:
+        if row.kind != "interaction":
+            return True
+        created = datetime.fromisoformat(row.target["created_at"])
+        return utcnow() < created + INTERACTION_TTL - LAST_SAFE_SEND
+
+    async def _send(self, row: ProgressWork) -> None:
+        if not self._token_alive(row):
+            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=None,
+                                    failed="interaction token expired")
+            return
+        bucket = self._transport.limiter.state(row.destination_key)
+        if row.message_id is None and bucket.remaining is not None and bucket.remaining <= 1 \
+                and bucket.reset_at > utcnow().timestamp():
+            # The last request of this window belongs to results, not to a progress bar.
+            await asyncio.to_thread(self._queue.retry_later, row.id, datetime.fromtimestamp(bucket.reset_at,
+                                                                                          tz=utcnow().tzinfo))
+            return
+        payload = progress_payload(row.state, done=row.done, workflow_id=row.workflow_id)
+        path, params = self._path(row)
+        try:
+            if row.message_id is None:
+                response = await self._transport.request("POST", path, route_key=row.destination_key,
+                                                         kind=row.kind, payload=payload, params=params)
+                message_id: str | None = str(response.json()["id"])
+            else:
+                edit_params = {k: v for k, v in params.items() if k == "thread_id"}
+                await self._transport.request("PATCH", f"{path}/messages/{row.message_id}",
+                                              route_key=f"{row.destination_key}:edit", kind=row.kind,
+                                              payload=payload, params=edit_params)
+                message_id = None
+            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=message_id)
+        except (Transient, CloudflareBanned):
+            await asyncio.to_thread(self._queue.retry_later, row.id, utcnow() + PROGRESS_RETRY)
+        except Permanent as exc:
+            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=None,
+                                    failed=exc.message)
+        except DeliveryError as exc:  # TooLarge cannot happen for a one-embed message; give this state up
+            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=None,
+                                    failed=exc.message)
+
+    async def _handoff(self, row: ProgressWork) -> None:
+        payload = {"content": handoff_text(row.state.get("next_kind")), "allowed_mentions": {"parse": []}}
+        path, params = self._path(row)
+        try:
+            await self._transport.request("POST", path, route_key=row.destination_key, kind="interaction",
+                                          payload=payload, params=params)
+        except DeliveryError as exc:
+            log.warning("hand-off notice not sent: %s", exc.message, extra={"workflow_id": row.workflow_id})
+            if not isinstance(exc, Transient | CloudflareBanned):
+                await asyncio.to_thread(self._queue.handoff_sent, row.id, row.state)
+            return
+        await asyncio.to_thread(self._queue.handoff_sent, row.id, row.state)
+        log.info("hand-off notice posted", extra={"workflow_id": row.workflow_id})
