@@ -57,7 +57,7 @@ def _login_form(request: Request, *, status: int = 200, error: str | None = None
 
 
 @router.get("/login")
-async def login_form(request: Request, next: str = "/admin") -> Response:  # noqa: A002 - the query parameter's name
+async def login_form(request: Request, next: str = "/admin") -> Response:
     """The login form (or straight to the page when the browser already has a session)."""
     cred = await run_in_threadpool(credential_hash, runtime_of(request))
     if read_session_cookie(request.cookies.get(SESSION_COOKIE), cred) is not None:
@@ -68,7 +68,7 @@ async def login_form(request: Request, next: str = "/admin") -> Response:  # noq
 @router.post("/login")
 async def login(
     request: Request, token: Annotated[str, Form()] = "", nonce: Annotated[str, Form()] = "",
-    next: Annotated[str, Form()] = "/admin",  # noqa: A002
+    next: Annotated[str, Form()] = "/admin",
 ) -> Response:
     """Check the admin token; on success set the session cookie and go where the user was headed."""
     client = request.client.host if request.client else "unknown"
@@ -90,8 +90,8 @@ async def login(
                            configured=cred is not None)
     limiter.succeeded(client)
     value, _ = new_session_cookie(cred)
-    response = RedirectResponse(safe_next(next), status_code=303)
-    response.set_cookie(SESSION_COOKIE, value, max_age=SESSION_TTL_S, path="/admin", httponly=True,
+    done = RedirectResponse(safe_next(next), status_code=303)
+    done.set_cookie(SESSION_COOKIE, value, max_age=SESSION_TTL_S, path="/admin", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")
-    response.delete_cookie(LOGIN_COOKIE, path="/admin/login")
-    return response
+    done.delete_cookie(LOGIN_COOKIE, path="/admin/login")
+    return done

@@ -105,7 +105,7 @@ _MD = _markdown()
 
 def markdown(text: str | None) -> Markup:
     """Producer markdown as safe HTML: no raw HTML, no images, links only to http(s)."""
-    return Markup(_MD.render(text or ""))  # noqa: S704 - markdown-it escapes everything with html=False
+    return Markup(_MD.render(text or ""))  # markdown-it escapes all text with html=False
 
 
 # --- chart --------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def preview(content: ResultContentView, settings: Settings) -> tuple[list[Messag
     limits = Limits(max_attachment_bytes=settings.max_attachment_bytes, max_body_messages=settings.max_body_messages)
     try:
         plans = render(source, limits)
-    except Exception as exc:  # noqa: BLE001 - a preview must never take the detail page down with it
+    except Exception as exc:  # a preview must never take the detail page down with it
         log.exception("preview of %s failed", content.id)
         return [], f"the renderer failed: {type(exc).__name__}"
     return [
