@@ -31,6 +31,7 @@ def _out(line: str) -> None:
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     """Bring the store up to date, make sure a producer key exists, and run the API (and workers)."""
+    from app.admin import ensure_admin_token
     from app.main import create_app
 
     runtime = Runtime.build(settings)
@@ -43,6 +44,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         info, clear = runtime.keys.create(name="first-start")
         _out(f"No producer key existed; created {info.id}. Shown once, store it now:")
         _out(f"  {clear}")
+    admin_token = ensure_admin_token(runtime)
+    if admin_token is not None:
+        _out("No admin credential existed; generated one for /admin. Shown once, store it now:")
+        _out(f"  {admin_token}")
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     _out(f"result-relay listening on {base}  (API docs: {base}/docs, store: {_safe_url(settings)})")
     app = create_app(runtime=runtime)
