@@ -147,7 +147,6 @@ EMPTY_RESULT = "(empty result)"
 BODY_FILENAME = "result.md"
 #: Continuation messages do not notify: a result in five DMs should buzz a phone once.
 SUPPRESS_NOTIFICATIONS = 1 << 12
-_NO_MENTIONS = {"parse": []}
 _MIN_PIECE = 64  # do not start a body embed in the few characters a message has left
 _SMALLEST_FILE = 256 * 1024
 _REQUEST_OVERHEAD = 1024  # multipart preamble, payload_json part header, closing boundary
@@ -365,9 +364,10 @@ class _Layout:
         for number, name in enumerate(names):
             chunk = data if count == 1 else data[number * step : (number + 1) * step]
             self.files.append(FilePart(name, "text/markdown; charset=utf-8", None, 0, len(chunk), chunk))
+        # No part count in the text: a re-render after a 413 must leave sent messages' text alone.
         value = f"Attached as `{BODY_FILENAME}` ({_human(len(data))})"
         if count > 1:
-            value += f" in {count} parts; rejoin with `cat {BODY_FILENAME}.0* > {BODY_FILENAME}`"
+            value += f" in numbered parts; rejoin with `cat {BODY_FILENAME}.0* > {BODY_FILENAME}`"
         value += f"\nsha256 `{hashlib.sha256(data).hexdigest()}`"
         return "📄 Full text", value
 
@@ -387,8 +387,9 @@ class _Layout:
             length = min(step, attachment.size - offset)
             self.files.append(FilePart(name, "application/octet-stream", attachment.index, offset, length))
         quoted = shlex.quote(filename)
+        # Count-free like the result.md field, so smaller() re-renders keep this text unchanged.
         value = (
-            f"{_human(attachment.size)} in {count} parts (`{names[0]}` … `{names[-1]}`)\n"
+            f"{_human(attachment.size)} in numbered parts `{filename}.0…`\n"
             f"rejoin: `cat {quoted}.0* > {quoted}`\nsha256 `{attachment.sha256}`"
         )
         return truncate(f"📎 {filename}", self.limits.field_name), truncate(value, self.limits.field_value)
@@ -404,9 +405,9 @@ class _Layout:
         for embeds in self.messages:
             visible = [e for e in embeds if {"title", "description", "fields", "author", "footer"} & e.keys()]
             if visible:
-                payloads.append({"embeds": visible, "allowed_mentions": dict(_NO_MENTIONS)})
+                payloads.append({"embeds": visible, "allowed_mentions": _no_mentions()})
         if not payloads and not self.files:  # unreachable by construction; never send nothing
-            payloads.append({"embeds": [{"description": EMPTY_RESULT}], "allowed_mentions": dict(_NO_MENTIONS)})
+            payloads.append({"embeds": [{"description": EMPTY_RESULT}], "allowed_mentions": _no_mentions()})
         for payload in payloads[1:]:
             payload["flags"] = SUPPRESS_NOTIFICATIONS
         files = _distribute(payloads, self.files, self.limits)
@@ -427,7 +428,7 @@ def _distribute(payloads: list[dict[str, Any]], files: list[FilePart], limits: L
         cost = part.length + _file_overhead(part)
         while True:
             if index == len(payloads):
-                payload: dict[str, Any] = {"allowed_mentions": dict(_NO_MENTIONS)}
+                payload: dict[str, Any] = {"allowed_mentions": _no_mentions()}
                 if payloads:
                     payload["flags"] = SUPPRESS_NOTIFICATIONS
                 payloads.append(payload)
@@ -456,6 +457,11 @@ def _part_names(filename: str, count: int) -> list[str]:
     # Every number starts with 0, so `cat name.0*` matches all parts and sorts them correctly.
     width = max(3, len(str(count)) + 1)
     return [filename] if count == 1 else [f"{filename}.{n:0{width}d}" for n in range(1, count + 1)]
+
+
+def _no_mentions() -> dict[str, list[str]]:
+    # A fresh dict per payload: plans are handed to other code, which must not share state.
+    return {"parse": []}
 
 
 def _json_size(payload: dict[str, Any]) -> int:

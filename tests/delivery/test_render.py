@@ -262,6 +262,21 @@ def test_twenty_megabyte_attachment_is_split_in_parts() -> None:
     assert len([p for plan in plans for p in plan.files]) == 5 and len(plans) == 2
 
 
+def test_smaller_rerender_keeps_the_text_of_messages() -> None:
+    # The engine resumes after a 413 only if messages already sent would render the same.
+    pairs = [_attachment(i, size, f"v{i}.mp4") for i, size in enumerate([9 * MIB, 30 * MIB, 2000])]
+    result = RenderInput(
+        title="t", body="word " * 2000, fields=(Field("a", "b"),), attachments=tuple(r for r, _ in pairs)
+    )
+    before = _render_checked(result)
+    after = _render_checked(result, smaller(Limits()))
+    assert len(after) > len(before)
+    for old, new in zip(before, after, strict=False):
+        assert {k: v for k, v in old.payload.items() if k != "attachments"} == {
+            k: v for k, v in new.payload.items() if k != "attachments"
+        }
+
+
 def test_more_than_ten_files_take_more_messages() -> None:
     pairs = [_attachment(i, 1000, f"f{i}.txt") for i in range(23)]
     plans = _render_checked(RenderInput(title="many", attachments=tuple(r for r, _ in pairs)))
