@@ -160,6 +160,8 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    completed_total: int = 0  # every 202 of the run, warm-up included (for CPU per request)
+    server_cpu_ms_per_req: float = float("nan")  # server process CPU (all threads) / completed_total
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -178,9 +180,10 @@ async def generate_load(port: int, key: str, *, concurrency: int, warmup: float,
     latencies: list[float] = []
     other: dict[str, int] = {}
     errors = 0
+    completed = 0
 
     async def connection() -> None:
-        nonlocal errors
+        nonlocal errors, completed
         reader: asyncio.StreamReader | None = None
         writer: asyncio.StreamWriter | None = None
         try:
@@ -201,6 +204,7 @@ async def generate_load(port: int, key: str, *, concurrency: int, warmup: float,
                     await asyncio.sleep(0.05)  # a refused connection must not become a busy loop
                     continue
                 t1 = time.perf_counter()
+                completed += status == 202
                 if t0 >= window_start and t1 <= window_end:
                     if status == 202:
                         latencies.append(t1 - t0)
@@ -221,6 +225,7 @@ async def generate_load(port: int, key: str, *, concurrency: int, warmup: float,
         concurrency=concurrency, duration_s=duration, accepted=len(latencies), other_status=other,
         errors=errors, rate=len(latencies) / duration, p50_ms=_percentile(latencies, 0.50) * 1000,
         p99_ms=_percentile(latencies, 0.99) * 1000, max_ms=(latencies[-1] * 1000) if latencies else float("nan"),
+        completed_total=completed,
     )
 
 
@@ -247,7 +252,7 @@ def _relay_cmd() -> list[str]:
 
 
 @contextlib.contextmanager
-def _server(cmd: list[str], env: dict[str, str], cwd: Path, port: int, log: Path) -> Iterator[None]:
+def _server(cmd: list[str], env: dict[str, str], cwd: Path, port: int, log: Path) -> Iterator[int]:
     """Start a server subprocess, wait for ``/healthz``, and always stop it (SIGTERM, then SIGKILL)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
@@ -266,7 +271,7 @@ def _server(cmd: list[str], env: dict[str, str], cwd: Path, port: int, log: Path
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{cmd} did not answer /healthz within 60 s")
             time.sleep(0.1)
-        yield
+        yield proc.pid
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -277,25 +282,40 @@ def _server(cmd: list[str], env: dict[str, str], cwd: Path, port: int, log: Path
                 proc.wait()
 
 
-def _run_load(port: int, key: str, args: argparse.Namespace, cwd: Path) -> LoadResult:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _run_load(port: int, key: str, args: argparse.Namespace, cwd: Path, server_pid: int) -> LoadResult:
     """The load generator in its own process, so it never shares an interpreter (GIL) with a server."""
     cmd = [sys.executable, "-m", "bench.ingest", "_load", "--port", str(port), "--key", key,
            "--concurrency", str(args.concurrency), "--warmup", str(args.warmup), "--duration", str(args.duration)]
     if not args.idempotency:
         cmd.append("--no-idempotency")
+    cpu_before = _cpu_seconds(server_pid)
     done = subprocess.run(cmd, env=_child_env({}), cwd=cwd, capture_output=True, text=True,
                           timeout=args.warmup + args.duration + 60, check=False)
+    cpu_used = _cpu_seconds(server_pid) - cpu_before
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return LoadResult(**json.loads(done.stdout.strip().splitlines()[-1]))
+    result = LoadResult(**json.loads(done.stdout.strip().splitlines()[-1]))
+    # CPU per request is the number background load on a shared machine disturbs least.
+    if result.completed_total:
+        result.server_cpu_ms_per_req = cpu_used * 1000 / result.completed_total
+    return result
 
 
 def bench_noop(args: argparse.Namespace, work: Path) -> LoadResult:
     """Start the no-op server, load it, stop it."""
     port = _free_port()
     cmd = [sys.executable, "-m", "bench.ingest", "_noop", "--port", str(port)]
-    with _server(cmd, _child_env({}), work, port, work / "noop.log"):
-        return _run_load(port, "noop", args, work)
+    with _server(cmd, _child_env({}), work, port, work / "noop.log") as pid:
+        return _run_load(port, "noop", args, work, pid)
 
 
 def bench_relay(args: argparse.Namespace, work: Path, database_url: str) -> LoadResult:
@@ -309,8 +329,8 @@ def bench_relay(args: argparse.Namespace, work: Path, database_url: str) -> Load
     key = created.stdout.strip().splitlines()[-1]  # `relay keys create | tail -1`
     port = _free_port()
     with _server([*relay, "serve", "--host", HOST, "--port", str(port), "--no-access-log"], env, work, port,
-                 work / "relay.log"):
-        return _run_load(port, key, args, work)
+                 work / "relay.log") as pid:
+        return _run_load(port, key, args, work, pid)
 
 
 @contextlib.contextmanager
@@ -337,7 +357,7 @@ def _line(name: str, r: LoadResult) -> str:
     if r.other_status or r.errors:
         extra = f"  (other statuses {r.other_status}, transport errors {r.errors})"
     return (f"{name:<22} {r.rate:9.1f} req/s   p50 {r.p50_ms:7.2f} ms   p99 {r.p99_ms:7.2f} ms   "
-            f"max {r.max_ms:7.2f} ms   n={r.accepted}{extra}")
+            f"max {r.max_ms:7.2f} ms   n={r.accepted}   server CPU {r.server_cpu_ms_per_req:.3f} ms/req{extra}")
 
 
 def _ratios(noop: LoadResult, relay: LoadResult) -> tuple[float, float]:
@@ -360,7 +380,8 @@ def report(label: str, pairs: list[tuple[LoadResult, LoadResult]]) -> dict[str, 
         rate_ratio, p99_ratio = _ratios(noop, relay)
         print(_line(f"[{i}] no-op endpoint", noop))
         print(_line(f"[{i}] relay (durable)", relay))
-        print(f"    round {i} ratio relay/no-op: rate {rate_ratio:.2f}x, p99 {p99_ratio:.2f}x")
+        print(f"    round {i} ratio relay/no-op: rate {rate_ratio:.2f}x, p99 {p99_ratio:.2f}x, server CPU per "
+              f"request {relay.server_cpu_ms_per_req / noop.server_cpu_ms_per_req:.1f}x")
         rounds.append({"noop": asdict(noop), "relay": asdict(relay), "rate_ratio": rate_ratio,
                        "p99_ratio": p99_ratio})
     rate_ratio = statistics.median(r["rate_ratio"] for r in rounds)
