@@ -16,14 +16,15 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app.admin import router as admin_router
-from app.api import health, metrics, progress, results
+from app.api import health, metrics, progress, results, transcriptions
+from app.api.transcriptions import TranscriptionBodyLimit
 from app.db import ensure_schema
 from app.errors import install_error_handlers
-from app.ingest import BodyLimitMiddleware
 from app.results import retention_cutoffs
 from app.runtime import Runtime
 from app.settings import Settings
 from app.store import StoreUnavailable, utcnow
+from app.transcriptions import start_transcription_service
 from app.workers import start_workers, wire_wakeups
 
 log = logging.getLogger("relay.app")
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.state.runtime = rt
         app.state.keys = rt.keys
         workers = await start_workers(rt) if settings.run_workers else None
+        app.state.transcriptions = await start_transcription_service(rt) if settings.run_workers else None
         close_wakeups = wire_wakeups(rt, workers)
         purge = asyncio.create_task(purge_forever(rt), name="retention-purge")
         try:
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             purge.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await purge
+            if app.state.transcriptions is not None:
+                await app.state.transcriptions.stop()
             if workers is not None:
                 await workers.stop()
             close_wakeups()
@@ -79,8 +83,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     install_error_handlers(app)
     app.include_router(results.router)
     app.include_router(progress.router)
+    app.include_router(transcriptions.router)
     app.include_router(health.router)
     app.include_router(admin_router)
     app.include_router(metrics.router)
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_result_bytes)
+    app.add_middleware(TranscriptionBodyLimit, limit=settings.max_result_bytes, audio_limit=settings.max_audio_bytes)
     return app

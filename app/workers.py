@@ -202,13 +202,18 @@ def run_worker_process(settings: Settings) -> int:
         return 2
 
     async def main() -> None:
+        from app.transcriptions import start_transcription_service
+
         workers = await start_workers(runtime)
+        transcriptions = await start_transcription_service(runtime)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, workers.stop_event.set)
         log.info("relay worker %s started", workers.worker.owner)
         await workers.stop_event.wait()
         log.info("relay worker draining (grace %.0f s)", settings.shutdown_grace)
+        if transcriptions is not None:
+            await transcriptions.stop()
         await workers.stop()
 
     asyncio.run(main())

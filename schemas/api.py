@@ -246,3 +246,57 @@ class ProgressAccepted(BaseModel):
     workflow_id: str
     destinations: int
     skipped: list[str]
+
+
+TranscriptionStatus = Literal["queued", "running", "done", "failed"]
+
+
+class TranscriptionIn(_Strict):
+    """The ``payload_json`` part of ``POST /v1/transcriptions``: where the transcript goes and how to make it.
+
+    The route is validated exactly like a result's; the options map onto faster-whisper's.
+    """
+
+    route: list[DestinationIn] = Field(min_length=1, max_length=20)
+    mode: Mode = "first_success"
+    workflow_id: str | None = Field(default=None, max_length=255)
+    title: str | None = Field(default=None, max_length=4000)
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$",
+                                 description="ISO 639-1 code; omitted: detected by the model")
+    task: Literal["transcribe", "translate"] = "transcribe"
+    model: str | None = Field(default=None, max_length=255,
+                              description="must be the relay's configured model (RELAY_WHISPER_MODEL) when given")
+    vad_filter: bool = False
+    word_timestamps: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TranscriptionAccepted(BaseModel):
+    """The ``202`` answer of ``POST /v1/transcriptions``: the audio is committed and the job queued."""
+
+    id: str
+    status: TranscriptionStatus
+    links: dict[str, str]
+
+
+class TranscriptionOut(BaseModel):
+    """``GET /v1/transcriptions/{id}``: where a job stands.
+
+    ``processed`` and ``duration`` are seconds of audio; ``progress`` is their ratio (0..1).
+    """
+
+    id: str
+    status: TranscriptionStatus
+    filename: str
+    size: int
+    duration: float | None
+    processed: float
+    progress: float
+    language: str | None
+    result_id: str | None
+    error: str | None
+    attempts: int
+    workflow_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    links: dict[str, str]

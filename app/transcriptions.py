@@ -1,0 +1,407 @@
+"""Durable transcription jobs: the store that holds them and the service that runs them.
+
+A job is a row of ``transcriptions`` holding the uploaded audio until its transcript is stored as
+a Result. ``TranscriptionStore`` is the only code that touches the table: one method per operation,
+each one transaction, the claim (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, an IMMEDIATE write
+transaction on SQLite) in one place. ``TranscriptionService`` owns the engine (faster-whisper in a
+process pool, created on the first job so a relay that never transcribes never loads a model) and
+the loop that claims jobs, feeds them to the engine and turns transcripts into Results.
+
+A job's life: ``queued`` → ``running`` (leased, progress and lease renewed while it runs) →
+``done`` (result stored, audio dropped) | ``failed`` (reason in words; a notice is delivered through
+the route so nobody waits for a transcript that will never come). A stopped relay puts its jobs
+back to ``queued``; a crashed one leaves ``running`` rows whose leases expire and are claimed again.
+Every attempt creates its Result with the idempotency key ``transcription:<id>``, so a job that is
+run twice (a lease lost, a crash after the result was stored) still produces exactly one Result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from time import monotonic
+from typing import Any, Protocol
+
+from sqlalchemy import and_, func, or_, select, update
+
+from app.ids import new_id
+from app.runtime import Runtime
+from app.store import Database, NotFound, StoreUnavailable, utcnow
+from app.transcription_jobs import (
+    MAX_ATTEMPTS,
+    Job,
+    NewTranscription,
+    TranscriptionView,
+    failure_result,
+    transcript_result,
+)
+from schemas.tables import Result, Transcription
+from transcription import (
+    EngineClosed,
+    InvalidAudio,
+    TranscribeOptions,
+    Transcript,
+    TranscriptionCrashed,
+    TranscriptionEngine,
+    TranscriptionError,
+)
+
+log = logging.getLogger("relay.transcriptions")
+
+PROGRESS_INTERVAL_S = 0.5  # at most one progress write per job per this many seconds
+AUDIO_CHUNK = 4 * 1024 * 1024  # the audio leaves the database in pieces, never as one huge read
+_CLAIMABLE_COLUMNS = (Transcription.id, Transcription.key_id, Transcription.filename, Transcription.attempts,
+                      Transcription.options_json, Transcription.request_json, Transcription.duration)
+
+
+class TranscriptionStore:
+    """The ``transcriptions`` table: accept, claim, heartbeat, finish. The database is injected."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._postgres = db.engine.dialect.name == "postgresql"
+
+    def create(self, new: NewTranscription) -> str:
+        """Store a job with its audio; returns its id once the transaction has committed."""
+        now = utcnow()
+        row = Transcription(
+            id=new_id("tr"), key_id=new.key_id, status="queued", filename=new.filename,
+            content_type=new.content_type, size=len(new.audio), audio=new.audio, duration=new.duration,
+            options_json=new.options, request_json=new.request, created_at=now, updated_at=now)
+        with self._db.session(write=True) as session:
+            session.add(row)
+        return row.id
+
+    def get(self, tr_id: str) -> TranscriptionView:
+        """A job's state without its audio; ``NotFound`` for an unknown id."""
+        columns = [c for c in Transcription.__table__.columns if c.name != "audio"]
+        with self._db.session() as session:
+            row = session.execute(select(*columns).where(Transcription.id == tr_id)).first()
+        if row is None:
+            raise NotFound(tr_id)
+        return TranscriptionView.from_row(row)
+
+    @staticmethod
+    def _claimable(now: Any) -> Any:
+        """Queued jobs, and running ones whose worker stopped renewing its lease (crashed)."""
+        expired = or_(Transcription.lease_expires_at.is_(None), Transcription.lease_expires_at < now)
+        return and_(Transcription.result_id.is_(None),
+                    or_(Transcription.status == "queued", and_(Transcription.status == "running", expired)))
+
+    def claim(self, owner: str, *, lease_s: float) -> Job | None:
+        """Lease the oldest claimable job to ``owner`` and count the attempt; None when there is none.
+
+        A read-only look comes first so an idle poll never takes SQLite's write lock, which the
+        delivery workers need far more often than this loop does.
+        """
+        now = utcnow()
+        with self._db.session() as session:
+            if session.scalar(select(Transcription.id).where(self._claimable(now)).limit(1)) is None:
+                return None
+        query = select(*_CLAIMABLE_COLUMNS).where(self._claimable(now)) \
+            .order_by(Transcription.created_at, Transcription.id).limit(1)
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        with self._db.session(write=True) as session:
+            row = session.execute(query).first()
+            if row is None:
+                return None
+            session.execute(update(Transcription).where(Transcription.id == row.id).values(
+                status="running", attempts=row.attempts + 1, lease_owner=owner,
+                lease_expires_at=now + _seconds(lease_s), processed=0.0, updated_at=now))
+        return Job(id=row.id, key_id=row.key_id, filename=row.filename, attempts=row.attempts + 1,
+                   options=dict(row.options_json), request=dict(row.request_json), duration=row.duration)
+
+    def write_audio(self, tr_id: str, path: Path) -> int:
+        """Copy a job's audio into ``path`` piece by piece; returns the bytes written."""
+        written = 0
+        with path.open("wb") as out:
+            while True:
+                with self._db.session() as session:
+                    piece = session.scalar(select(func.substr(Transcription.audio, written + 1, AUDIO_CHUNK))
+                                           .where(Transcription.id == tr_id))
+                if not piece:
+                    break
+                out.write(piece)
+                written += len(piece)
+                if len(piece) < AUDIO_CHUNK:
+                    break
+        if written == 0:
+            raise InvalidAudio("the stored audio is missing (it was already deleted)")
+        return written
+
+    def heartbeat(self, tr_id: str, owner: str, *, processed: float, duration: float | None,
+                  lease_s: float) -> bool:
+        """Record progress and extend the lease; False when ``owner`` no longer holds the job."""
+        now = utcnow()
+        values: dict[str, Any] = {"processed": processed, "lease_expires_at": now + _seconds(lease_s),
+                                  "updated_at": now}
+        if duration:
+            values["duration"] = duration
+        with self._db.session(write=True) as session:
+            done = session.execute(update(Transcription).where(
+                Transcription.id == tr_id, Transcription.lease_owner == owner, Transcription.status == "running",
+            ).values(**values))
+            return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    def existing_result(self, key_id: str, idempotency_key: str) -> str | None:
+        """The Result an earlier attempt already stored (it crashed before marking the job done)."""
+        with self._db.session() as session:
+            return session.scalar(select(Result.id).where(Result.key_id == key_id,
+                                                          Result.idempotency_key == idempotency_key))
+
+    def finish(self, tr_id: str, *, status: str, result_id: str | None, error: str | None = None,
+               language: str | None = None, duration: float | None = None, keep_audio: bool = False) -> None:
+        """Mark a job ``done`` or ``failed``; the audio goes unless ``RELAY_KEEP_AUDIO`` keeps it."""
+        values: dict[str, Any] = {"status": status, "result_id": result_id, "error": error,
+                                  "lease_owner": None, "lease_expires_at": None, "updated_at": utcnow()}
+        if language is not None:
+            values["language"] = language[:16]
+        if duration is not None:
+            values["duration"] = values["processed"] = duration
+        if not keep_audio:
+            values["audio"] = None
+        with self._db.session(write=True) as session:
+            session.execute(update(Transcription).where(Transcription.id == tr_id).values(**values))
+
+    def requeue(self, tr_id: str, owner: str, *, count_attempt: bool, error: str | None = None) -> None:
+        """Put a job back in the queue; an attempt cut short by our own shutdown does not count."""
+        values: dict[str, Any] = {"status": "queued", "lease_owner": None, "lease_expires_at": None,
+                                  "processed": 0.0, "updated_at": utcnow(), "error": error}
+        if not count_attempt:
+            values["attempts"] = Transcription.attempts - 1
+        with self._db.session(write=True) as session:
+            session.execute(update(Transcription).where(
+                Transcription.id == tr_id, Transcription.lease_owner == owner).values(**values))
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+class Engine(Protocol):
+    """What the service needs of ``transcription.TranscriptionEngine`` (tests pass a fake)."""
+
+    async def transcribe(self, audio_path: str | os.PathLike[str], options: TranscribeOptions | None = None,
+                         on_progress: Any = None) -> Transcript:
+        """Transcribe one file."""
+
+    async def close(self) -> None:
+        """Stop the workers, abandoning running jobs."""
+
+
+class _Progress:
+    """The newest progress of one job, written by the engine's callback, read by the heartbeat."""
+
+    def __init__(self, duration: float | None) -> None:
+        self.processed = 0.0
+        self.duration = duration
+        self.version = 0
+
+    def update(self, done: float, total: float) -> None:
+        """The engine's ``on_progress``: remember only; the heartbeat decides when to write."""
+        self.processed, self.duration = done, total or self.duration
+        self.version += 1
+
+
+class TranscriptionService:
+    """Claims queued jobs, runs them in the engine's process pool, stores their Results.
+
+    At most ``RELAY_TRANSCRIPTION_WORKERS`` jobs run at once (one per worker process). Every
+    database call goes through ``asyncio.to_thread`` and every transcription through the pool, so
+    the event loop serving the API never waits on either.
+    """
+
+    def __init__(self, runtime: Runtime, *, engine_factory: Callable[[], Engine] | None = None) -> None:
+        settings = runtime.settings
+        self._runtime = runtime
+        self.store = TranscriptionStore(runtime.db)
+        self.owner = f"tr-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._factory = engine_factory or (lambda: TranscriptionEngine(
+            settings.whisper_model, settings.whisper_device, settings.transcription_workers))
+        self._capacity = max(1, settings.transcription_workers)
+        self._lease_s = settings.lease_seconds
+        self._engine: Engine | None = None
+        self._engine_lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the claim loop runs."""
+        return self._task is not None and not self._task.done()
+
+    def wake(self) -> None:
+        """A job was just committed: claim it now instead of at the next poll."""
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        """Start the claim loop (the model loads with the first job)."""
+        self._task = asyncio.create_task(self._loop(), name="transcription-service")
+
+    async def stop(self) -> None:
+        """Stop claiming, close the engine (running jobs go back to the queue), wait for the jobs."""
+        self._stop.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        async with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            await engine.close()
+        if self._jobs:
+            _, late = await asyncio.wait(self._jobs, timeout=self._runtime.settings.shutdown_grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+
+    async def _loop(self) -> None:
+        poll = self._runtime.settings.poll_interval
+        while not self._stop.is_set():
+            self._wakeup.clear()  # before claiming, so a wake-up during the claim is not lost
+            while len(self._jobs) < self._capacity and not self._stop.is_set():
+                try:
+                    job = await asyncio.to_thread(self.store.claim, self.owner, lease_s=self._lease_s)
+                except StoreUnavailable as exc:
+                    log.warning("cannot claim transcriptions, store unavailable: %s", exc)
+                    break
+                if job is None:
+                    break
+                task = asyncio.create_task(self._run(job), name=f"transcription-{job.id}")
+                self._jobs.add(task)
+                task.add_done_callback(self._job_done)
+            waits = [asyncio.create_task(self._wakeup.wait()), asyncio.create_task(self._stop.wait())]
+            try:
+                await asyncio.wait(waits, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        self._wakeup.set()  # a slot is free
+        if not task.cancelled() and task.exception() is not None:
+            log.error("transcription job task died", exc_info=task.exception())
+
+    async def _get_engine(self) -> Engine:
+        async with self._engine_lock:
+            if self._stop.is_set():
+                raise EngineClosed()
+            if self._engine is None:
+                # Resolving the model may import CTranslate2: seconds of blocking work, off the loop.
+                self._engine = await asyncio.to_thread(self._factory)
+            return self._engine
+
+    async def _run(self, job: Job) -> None:
+        """One attempt at one job; every outcome ends in a store write (or a lease left to expire)."""
+        store = self.store
+        try:
+            if job.attempts > MAX_ATTEMPTS:
+                await self._give_up(job, f"the job was interrupted {job.attempts - 1} times "
+                                         "(the relay stopped or its worker crashed while it ran)")
+                return
+            existing = await asyncio.to_thread(store.existing_result, job.key_id, job.idempotency_key)
+            if existing is None:
+                transcript = await self._transcribe(job)
+                new = transcript_result(job, transcript, model=self._runtime.settings.whisper_model)
+                result_id, _ = await self._runtime.results.create_async(new)
+                language, duration = transcript.language, transcript.duration
+            else:  # an earlier attempt stored the Result and died before recording it here
+                result_id, language, duration = existing, None, None
+            await asyncio.to_thread(store.finish, job.id, status="done", result_id=result_id, language=language,
+                                    duration=duration, keep_audio=self._runtime.settings.keep_audio)
+            self._runtime.wake_workers()
+            log.info("transcription %s done: result %s", job.id, result_id)
+        except EngineClosed:
+            await self._requeue(job, count_attempt=False, error=None)
+        except TranscriptionCrashed as exc:
+            if job.attempts >= MAX_ATTEMPTS:
+                await self._give_up(job, f"the transcription worker crashed {job.attempts} times "
+                                         f"(last: {exc.reason})")
+            else:
+                log.warning("transcription %s: worker crashed (%s); retrying", job.id, exc.reason)
+                await self._requeue(job, count_attempt=True, error=str(exc))
+        except TranscriptionError as exc:  # invalid audio, model missing or unloadable: retrying cannot help
+            await self._give_up(job, str(exc))
+        except StoreUnavailable as exc:
+            # Nothing can be written now; the lease expires and the job is claimed again later.
+            log.warning("transcription %s: store unavailable (%s); the job will be retried", job.id, exc)
+
+    async def _transcribe(self, job: Job) -> Transcript:
+        """Audio to a private temp file, through the engine, progress to the row, file removed."""
+        engine = await self._get_engine()
+        directory = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="relay-tr-"))
+        progress = _Progress(job.duration)
+        heartbeat = asyncio.create_task(self._heartbeat(job, progress), name=f"transcription-heartbeat-{job.id}")
+        try:
+            path = directory / f"audio{job.audio_suffix()}"
+            await asyncio.to_thread(self.store.write_audio, job.id, path)
+            return await engine.transcribe(path, job.transcribe_options(), on_progress=progress.update)
+        finally:
+            heartbeat.cancel()
+            await asyncio.wait([heartbeat])
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def _heartbeat(self, job: Job, progress: _Progress) -> None:
+        """Write progress at most every ``PROGRESS_INTERVAL_S``, and renew the lease well before it ends."""
+        written, last = 0, monotonic()
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_S)
+            if progress.version == written and monotonic() - last < self._lease_s / 3:
+                continue
+            written, last = progress.version, monotonic()
+            try:
+                held = await asyncio.to_thread(self.store.heartbeat, job.id, self.owner, processed=progress.processed,
+                                               duration=progress.duration, lease_s=self._lease_s)
+            except StoreUnavailable as exc:
+                log.warning("transcription %s: progress not recorded, store unavailable: %s", job.id, exc)
+                continue
+            if not held:
+                # Another worker took the job over (our lease expired); its Result and ours share
+                # one idempotency key, so finishing anyway cannot deliver twice.
+                log.warning("transcription %s: lease lost to another worker", job.id)
+
+    async def _requeue(self, job: Job, *, count_attempt: bool, error: str | None) -> None:
+        try:
+            await asyncio.shield(asyncio.to_thread(self.store.requeue, job.id, self.owner,
+                                                   count_attempt=count_attempt, error=error))
+        except StoreUnavailable as exc:
+            log.warning("transcription %s not requeued (%s); its lease will expire", job.id, exc)
+        self._wakeup.set()
+
+    async def _give_up(self, job: Job, reason: str) -> None:
+        """Fail the job and deliver a notice through its route, once (same idempotency key as a transcript)."""
+        log.warning("transcription %s failed: %s", job.id, reason)
+        result_id: str | None = None
+        try:
+            result_id, _ = await self._runtime.results.create_async(failure_result(job, reason))
+        except Exception:  # noqa: BLE001 - the job must still be marked failed; the notice is a courtesy
+            log.exception("transcription %s: could not store the failure notice", job.id)
+        await asyncio.shield(asyncio.to_thread(self.store.finish, job.id, status="failed", result_id=result_id,
+                                               error=reason, keep_audio=self._runtime.settings.keep_audio))
+        if result_id is not None:
+            self._runtime.wake_workers()
+
+
+async def start_transcription_service(runtime: Runtime) -> TranscriptionService | None:
+    """The service for this process, or None when the ``[transcription]`` extra is not installed."""
+    import transcription
+
+    if not transcription.available():
+        log.info("transcription is not installed ([transcription] extra); jobs are not processed here")
+        return None
+    service = TranscriptionService(runtime)
+    await service.start()
+    return service
