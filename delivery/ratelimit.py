@@ -54,10 +54,13 @@ class RateLimiter:
         return self._state.setdefault(key, BucketState())
 
     def load(self, key: str, state: BucketState) -> None:
-        """Adopt state persisted by another worker, unless ours is fresher."""
-        mine = self._state.get(key)
-        if mine is None or state.reset_at > mine.reset_at:
-            self._state[key] = state
+        """Adopt the state persisted with a destination we just claimed.
+
+        Whoever served the destination last wrote what it knew when it let go, so that is the newest
+        knowledge there is; our own memory of the key may be from an older window (comparing reset
+        times would wrongly prefer it when our last answer merely arrived later).
+        """
+        self._state[key] = BucketState(bucket=state.bucket, remaining=state.remaining, reset_at=state.reset_at)
 
     async def acquire(self, key: str, *, bot: bool) -> None:
         """Wait until a request on ``key`` will not be rate limited, then count it."""
