@@ -28,14 +28,22 @@ Discord refuses.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
 import shlex
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from delivery.limits import (
+    AttachmentRef,
+    Destination,
+    Field,
+    FilePart,
+    Limits,
+    MessagePlan,
+    RenderInput,
+    smaller,
+)
 from delivery.split import ZWSP, Cutter, decode_piece, discord_trim, truncate, utf16_len
 
 __all__ = [
@@ -53,85 +61,6 @@ __all__ = [
     "smaller",
 ]
 
-Destination = Literal["webhook", "interaction", "dm"]
-Level = Literal["info", "success", "warning", "error"]
-
-
-@dataclass(frozen=True)
-class Field:
-    """One name/value pair of a result, shown as an embed field."""
-
-    name: str
-    value: str
-    inline: bool = False
-
-
-@dataclass(frozen=True)
-class AttachmentRef:
-    """A stored producer attachment; the bytes stay in the store, the plan only points at them."""
-
-    index: int
-    filename: str
-    content_type: str
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class RenderInput:
-    """What the renderer needs of a stored result (everything optional)."""
-
-    title: str | None = None
-    summary: str | None = None
-    body: str | None = None
-    fields: tuple[Field, ...] = ()
-    url: str | None = None
-    color: int | None = None
-    level: Level | None = None
-    workflow_id: str | None = None
-    attachments: tuple[AttachmentRef, ...] = ()
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Discord's documented limits (the defaults), lowered by :func:`smaller` after a 413."""
-
-    content: int = 2000
-    embeds_per_message: int = 10
-    title: int = 256
-    description: int = 4096
-    fields_per_embed: int = 25
-    field_name: int = 256
-    field_value: int = 1024
-    footer: int = 2048
-    author: int = 256
-    embed_total: int = 6000
-    files_per_message: int = 10
-    max_attachment_bytes: int = 8 * 1024 * 1024
-    max_request_bytes: int = 25 * 1024 * 1024
-    max_body_messages: int = 3  # body needing more messages than this goes as result.md
-
-
-@dataclass(frozen=True)
-class FilePart:
-    """One uploaded file of a message: a byte range of a producer attachment, or generated data."""
-
-    filename: str
-    content_type: str
-    attachment_index: int | None  # producer attachment this part is cut from, None for generated data
-    offset: int = 0
-    length: int = 0  # byte range inside that attachment (not copied!)
-    data: bytes | None = None  # generated files (result.md) carry their bytes
-
-
-@dataclass(frozen=True)
-class MessagePlan:
-    """One Discord message: the JSON payload and the files uploaded with it, in ``attachments`` order."""
-
-    payload: dict[str, Any]
-    files: tuple[FilePart, ...] = ()
-
-
 #: Payload keys each destination's endpoint accepts. The renderer emits a subset; ``username``
 #: and ``avatar_url`` belong to webhooks only, and a DM's ``nonce``/``enforce_nonce`` are the
 #: transport's business (they must stay stable across retries of one message).
@@ -148,7 +77,6 @@ BODY_FILENAME = "result.md"
 #: Continuation messages do not notify: a result in five DMs should buzz a phone once.
 SUPPRESS_NOTIFICATIONS = 1 << 12
 _MIN_PIECE = 64  # do not start a body embed in the few characters a message has left
-_SMALLEST_FILE = 256 * 1024
 _REQUEST_OVERHEAD = 1024  # multipart preamble, payload_json part header, closing boundary
 _BODY_MARKER = re.compile(r"\((\d+)/(\d+)\)")
 _BODY_FILE = re.compile(re.escape(BODY_FILENAME) + r"(?:\.\d{3,})?")
@@ -157,23 +85,6 @@ _CONTENT_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
 
 
 # --------------------------------------------------------------------------- public helpers
-
-
-def smaller(limits: Limits) -> Limits:
-    """Limits for a re-render after Discord answered 413 / 40005: half the file and request size.
-
-    Never below 256 KiB (and never above what was there), so repeated 413s converge instead of
-    splitting a file into thousands of parts.
-    """
-
-    def half(value: int) -> int:
-        return max(min(value, _SMALLEST_FILE), value // 2)
-
-    return dataclasses.replace(
-        limits,
-        max_attachment_bytes=half(limits.max_attachment_bytes),
-        max_request_bytes=half(limits.max_request_bytes),
-    )
 
 
 def plan_size(plan: MessagePlan) -> int:
