@@ -183,6 +183,15 @@ class TranscriptionStore:
             session.execute(update(Transcription).where(
                 Transcription.id == tr_id, Transcription.lease_owner == owner).values(**values))
 
+    def release_owned(self, owner: str) -> int:
+        """Shutdown sweep: every job ``owner`` still holds goes back to the queue, the attempt uncounted."""
+        with self._db.session(write=True) as session:
+            done = session.execute(update(Transcription).where(
+                Transcription.lease_owner == owner, Transcription.status == "running").values(
+                status="queued", lease_owner=None, lease_expires_at=None, processed=0.0,
+                attempts=Transcription.attempts - 1, updated_at=utcnow()))
+            return int(done.rowcount)  # type: ignore[attr-defined]
+
 
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
@@ -266,6 +275,11 @@ class TranscriptionService:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
+        # A job whose future the closing pool cancelled ends without reaching its own requeue.
+        try:
+            await asyncio.to_thread(self.store.release_owned, self.owner)
+        except StoreUnavailable as exc:
+            log.warning("transcription leases not released (%s); they will expire", exc)
 
     async def _loop(self) -> None:
         poll = self._runtime.settings.poll_interval
