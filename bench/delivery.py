@@ -1,0 +1,354 @@
+"""Delivery throughput against the emulator's rate limits, next to ``discord-webhook`` doing the same.
+
+Run it as ``python -m bench.delivery`` (``--help`` for the knobs; defaults: 200 webhooks × 20
+messages). Three processes share the machine's cores:
+
+* the **emulator** (``python -m tests.fakes.discord --auto-create-webhooks``) in a subprocess;
+* the **relay** (``relay serve`` on a fresh SQLite file in a temp dir, or ``--database-url`` /
+  ``--postgres``) in a subprocess;
+* this **driver**, which posts results, polls the emulator's counters, and runs the peer.
+
+Phases, one run:
+
+1. *Enqueue*: ``relay serve`` with ``RELAY_RUN_WORKERS=false`` accepts all results (one message
+   each, round-robin over the webhooks), then stops; so delivery starts from a full queue and the
+   producer does not compete with it for the CPU.
+2. *Relay throughput*: ``relay serve`` with workers (``--concurrency``) on the same store; the
+   delivery window runs from the first to the last message the emulator recorded.
+3. *Latency*: on that now idle relay, ``--latency-samples`` results one at a time, each to a fresh
+   webhook, timed from just before the POST to the emulator's ``created_at`` of the message.
+4. *Peer*: the relay stopped, ``discord_webhook.AsyncDiscordWebhook(rate_limit_retry=True)`` sends
+   the same workload from this process: one asyncio task per webhook, its messages in sequence.
+
+The ceiling comes from the emulator's configured limits: ``webhooks × requests / per`` of the
+webhook-execute bucket. The emulator uses fixed windows, so ``M`` messages to one webhook can go
+out in ``ceil(M / requests) - 1`` periods (a burst, then one window per period); counting the last
+window in full, a sender that fills every window reaches exactly the ceiling, so the rate compared
+with it is ``messages / (last - first + per)``. The raw first-to-last rate is printed as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._common import (
+    DEFAULT_PG_SERVER,
+    Emulator,
+    Store,
+    count_429,
+    cpu_seconds,
+    message_tag,
+    percentile,
+    postgres_database,
+    prepare_store,
+    relay_proc,
+    running,
+    small_result,
+)
+
+TARGET_CEILING_RATIO = 0.95
+TARGET_PEER_RATIO = 3.0
+RELAY_WEBHOOK_BASE = 100_000_000  # webhook ids: relay run, latency run and peer run never share a bucket
+LATENCY_WEBHOOK_BASE = 200_000_000
+PEER_WEBHOOK_BASE = 300_000_000
+
+
+@dataclass
+class Throughput:
+    """One sender's run of the workload, as the emulator saw it."""
+
+    sender: str
+    expected: int
+    delivered: int
+    distinct: int
+    first_to_last_s: float
+    rate_raw: float  # messages / (last - first)
+    rate: float  # messages / (last - first + per): comparable with the ceiling
+    ceiling: float
+    ratio_to_ceiling: float
+    ideal_first_to_last_s: float
+    requests: int
+    status_429: int
+    status_429_after_first_window: int
+    start_lag_s: float  # from "sender ready" to the first message
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+
+def _limits(emulator: Emulator, webhooks: int) -> tuple[int, float, float]:
+    """``(requests, per, ceiling msgs/s)`` of the webhook-execute bucket, from the emulator's settings."""
+    limits = emulator.rate_limits()
+    hook = limits["webhook"]
+    requests, per = int(hook["requests"]), float(hook["per"])
+    per_webhook = requests / per
+    if limits.get("webhook_channel"):  # a shared per-channel cap would lower it; auto-created hooks
+        chan = limits["webhook_channel"]  # get a channel each, so it applies per webhook too
+        per_webhook = min(per_webhook, int(chan["requests"]) / float(chan["per"]))
+    return requests, per, webhooks * per_webhook
+
+
+def _measure(sender: str, emulator: Emulator, tags: set[str], *, requests_per: int, per: float, ceiling: float,
+             messages_per_hook: int, ready_at: float, cpu: dict[str, float]) -> Throughput:
+    """Read the emulator's records of one run and turn them into a :class:`Throughput`."""
+    msgs = [m for m in emulator.messages(kind="webhook") if message_tag(m) in tags]
+    counters = emulator.counters()
+    times = sorted(float(m["created_at"]) for m in msgs)
+    first, last = (times[0], times[-1]) if times else (float("nan"), float("nan"))
+    rejected = emulator.client.get("/_emulator/rejected").json()["rejected"]
+    late_429 = sum(1 for r in rejected if r["status"] == 429 and float(r["at"]) > first + per)
+    span = last - first
+    rate = len(msgs) / (span + per) if msgs else 0.0
+    return Throughput(
+        sender=sender, expected=len(tags), delivered=len(msgs), distinct=len({message_tag(m) for m in msgs}),
+        first_to_last_s=span, rate_raw=len(msgs) / span if span > 0 else float("nan"), rate=rate,
+        ceiling=ceiling, ratio_to_ceiling=rate / ceiling,
+        ideal_first_to_last_s=(math.ceil(messages_per_hook / requests_per) - 1) * per,
+        requests=int(counters["requests"]), status_429=count_429(counters), status_429_after_first_window=late_429,
+        start_lag_s=first - ready_at, cpu_s=cpu)
+
+
+async def _post_all(base: str, key: str, payloads: list[dict[str, Any]], concurrency: int) -> list[str]:
+    """POST every payload (``concurrency`` at a time, each with an Idempotency-Key); the result ids."""
+    ids: list[str] = [""] * len(payloads)
+    queue = iter(range(len(payloads)))
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+        async def producer() -> None:
+            for i in queue:
+                resp = await client.post("/v1/results", json=payloads[i],
+                                         headers={"Idempotency-Key": payloads[i]["title"]})
+                if resp.status_code != 202:
+                    raise RuntimeError(f"POST /v1/results answered {resp.status_code}: {resp.text[:300]}")
+                ids[i] = resp.json()["id"]
+        await asyncio.gather(*(producer() for _ in range(concurrency)))
+    return ids
+
+
+def _wait_delivered(emulator: Emulator, expected: int, timeout: float) -> None:
+    """Poll the emulator's accepted counter until ``expected`` messages arrived (or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if int(emulator.counters()["accepted"]) >= expected:
+            return
+        time.sleep(0.25)
+    print(f"  ! timed out after {timeout:.0f} s waiting for {expected} messages", flush=True)
+
+
+def _workload(tag: str, emulator: Emulator, base_id: int, webhooks: int, messages: int,
+              ) -> list[tuple[str, str]]:
+    """``(webhook url, message tag)`` for every message, round-robin over the webhooks."""
+    return [(emulator.webhook_url(base_id + h, f"tok{tag}{h}"), f"{tag}-{h}-{n}")
+            for n in range(messages) for h in range(webhooks)]
+
+
+@contextlib.contextmanager
+def _profiled(out: Path | None, pids: dict[str, int], idle: bool = False) -> Iterator[None]:
+    """With ``--profile DIR``: ``py-spy record`` each pid (collapsed stacks, one line per thread and
+    stack; with ``idle`` waiting threads too) into ``DIR/<name>.txt`` while the block runs."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if out is None or not spy.exists():
+        if out is not None:
+            print("  ! --profile needs py-spy next to this interpreter (pip install py-spy)", flush=True)
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    procs = [subprocess.Popen([str(spy), "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o",
+                               str(out / f"{name}.txt"), "--nonblocking", "--threads",
+                               *(["--idle"] if idle else [])],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def bench_relay(args: argparse.Namespace, emulator: Emulator, store: Store, work: Path, tag: str,
+                ) -> tuple[Throughput, dict[str, float]]:
+    """Phases 1-3: enqueue with workers off, deliver with workers on, then idle latency."""
+    requests_per, per, ceiling = _limits(emulator, args.webhooks)
+    plan = _workload(f"r{tag}", emulator, RELAY_WEBHOOK_BASE, args.webhooks, args.messages)
+    payloads = [small_result(t, [{"type": "webhook", "url": url}]) for url, t in plan]
+    started = time.monotonic()
+    with running(relay_proc(store, emulator, work, "relay-enqueue.log", run_workers="false")) as relay:
+        asyncio.run(_post_all(relay.url, store.key, payloads, args.producers))
+    print(f"  enqueued {len(payloads)} results in {time.monotonic() - started:.1f} s (workers off)", flush=True)
+
+    emulator.clear_records()
+    settings = {"worker_concurrency": args.concurrency, "poll_interval": 0.5}
+    with running(relay_proc(store, emulator, work, "relay.log", **settings)) as relay:
+        ready_at = time.time()
+        cpu0 = {"relay": cpu_seconds(relay.pid), "emulator": cpu_seconds(emulator.proc.pid)}
+        with _profiled(args.profile, {"relay": relay.pid, "emulator": emulator.proc.pid}, args.profile_idle):
+            _wait_delivered(emulator, len(payloads), args.timeout)
+        cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in (("relay", relay.pid), ("emulator", emulator.proc.pid))}
+        result = _measure("relay", emulator, {t for _, t in plan}, requests_per=requests_per, per=per,
+                          ceiling=ceiling, messages_per_hook=args.messages, ready_at=ready_at, cpu=cpu)
+        latency = bench_latency(args, emulator, relay.url, store.key, tag)
+    return result, latency
+
+
+def bench_latency(args: argparse.Namespace, emulator: Emulator, base: str, key: str, tag: str) -> dict[str, float]:
+    """POST-to-message latency on an idle relay: one result at a time, each to a fresh webhook."""
+    emulator.clear_records()
+    sent: dict[str, float] = {}
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+        for i in range(args.latency_samples):
+            name = f"l{tag}-{i}"
+            url = emulator.webhook_url(LATENCY_WEBHOOK_BASE + i, f"lat{tag}{i}")
+            sent[name] = time.time()
+            resp = client.post("/v1/results", json=small_result(name, [{"type": "webhook", "url": url}]))
+            resp.raise_for_status()
+            deadline = time.monotonic() + 30
+            while int(emulator.counters()["accepted"]) < i + 1 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(0.05)  # idle between samples
+    arrived = {message_tag(m): float(m["created_at"]) for m in emulator.messages(kind="webhook")}
+    lat = [(arrived[n] - t0) * 1000 for n, t0 in sent.items() if n in arrived]
+    return {"samples": len(lat), "missing": len(sent) - len(lat), "p50_ms": percentile(lat, 0.5),
+            "p99_ms": percentile(lat, 0.99), "max_ms": max(lat) if lat else float("nan")}
+
+
+def bench_peer(args: argparse.Namespace, emulator: Emulator, tag: str) -> Throughput:
+    """Phase 4: ``discord_webhook``'s async client, one task per webhook, messages in sequence."""
+    import logging
+
+    from discord_webhook import AsyncDiscordWebhook, DiscordEmbed
+
+    logging.getLogger("discord_webhook").setLevel(logging.CRITICAL)  # it logs every 429 it sleeps on
+    requests_per, per, ceiling = _limits(emulator, args.webhooks)
+    plan = _workload(f"p{tag}", emulator, PEER_WEBHOOK_BASE, args.webhooks, args.messages)
+    by_hook: dict[str, list[str]] = {}
+    for url, t in plan:
+        by_hook.setdefault(url, []).append(t)
+    failures: Counter[int] = Counter()
+
+    async def one_webhook(url: str, tags: list[str]) -> None:
+        for t in tags:
+            hook = AsyncDiscordWebhook(url=url, rate_limit_retry=True, timeout=60)
+            embed = DiscordEmbed(title=f"✅ {t}", description="Bench result.", color=5763719)
+            embed.add_embed_field(name="Run", value=t, inline=True)
+            embed.add_embed_field(name="Kind", value="bench", inline=False)
+            hook.add_embed(embed)
+            resp = await hook.execute()
+            if resp.status_code >= 300:
+                failures[resp.status_code] += 1
+
+    async def all_webhooks() -> None:
+        await asyncio.gather(*(one_webhook(url, tags) for url, tags in by_hook.items()))
+
+    emulator.clear_records()
+    ready_at = time.time()
+    cpu0 = {"peer (driver process)": time.process_time(), "emulator": cpu_seconds(emulator.proc.pid)}
+    asyncio.run(asyncio.wait_for(all_webhooks(), timeout=args.timeout))
+    cpu = {"peer (driver process)": time.process_time() - cpu0["peer (driver process)"],
+           "emulator": cpu_seconds(emulator.proc.pid) - cpu0["emulator"]}
+    if failures:
+        print(f"  ! peer got non-2xx answers in the end: {dict(failures)}", flush=True)
+    return _measure("discord-webhook (peer)", emulator, {t for _, t in plan}, requests_per=requests_per, per=per,
+                    ceiling=ceiling, messages_per_hook=args.messages, ready_at=ready_at, cpu=cpu)
+
+
+def _print_throughput(r: Throughput) -> None:
+    cpu = ", ".join(f"{k} {v:.1f} s ({v / r.delivered * 1000:.2f} ms/msg)" for k, v in r.cpu_s.items()) \
+        if r.delivered else "-"
+    print(f"  {r.sender}: {r.delivered}/{r.expected} messages ({r.distinct} distinct), first->last "
+          f"{r.first_to_last_s:.2f} s (ideal {r.ideal_first_to_last_s:.2f} s), start lag {r.start_lag_s:.2f} s")
+    print(f"    rate {r.rate:.1f} msg/s (raw first->last {r.rate_raw:.1f}) vs ceiling {r.ceiling:.1f} "
+          f"-> {r.ratio_to_ceiling:.3f}x;  requests {r.requests}, 429s {r.status_429} "
+          f"({r.status_429_after_first_window} after the first window)")
+    print(f"    CPU during the run: {cpu}", flush=True)
+
+
+def run(args: argparse.Namespace, database_url: str | None, label: str) -> dict[str, Any]:
+    """One full run (relay, latency, peer) on one store; prints and returns the numbers."""
+    work = Path(tempfile.mkdtemp(prefix="relay-bench-delivery-"))
+    tag = secrets.token_hex(3)
+    try:
+        with Emulator(work) as emulator, contextlib.ExitStack() as stack:
+            if database_url is None:
+                database_url = f"sqlite:///{work}/relay.db"
+            elif database_url == "postgres":
+                database_url = stack.enter_context(postgres_database(args.postgres))
+            store = prepare_store(database_url, work)
+            print(f"\n== {label}: {args.webhooks} webhooks x {args.messages} messages, "
+                  f"worker concurrency {args.concurrency} ==", flush=True)
+            relay, latency = bench_relay(args, emulator, store, work, tag)
+            _print_throughput(relay)
+            print(f"  idle latency POST->message ({latency['samples']} samples): p50 {latency['p50_ms']:.1f} ms, "
+                  f"p99 {latency['p99_ms']:.1f} ms, max {latency['max_ms']:.1f} ms", flush=True)
+            peer = None
+            if not args.skip_peer:
+                peer = bench_peer(args, emulator, tag)
+                _print_throughput(peer)
+            peer_ratio = relay.rate / peer.rate if peer and peer.rate else float("nan")
+            ok = (relay.ratio_to_ceiling >= TARGET_CEILING_RATIO and relay.status_429_after_first_window == 0
+                  and (peer is None or peer_ratio >= TARGET_PEER_RATIO))
+            print(f"RATIO ({label}): relay/ceiling {relay.ratio_to_ceiling:.3f}x (target >= {TARGET_CEILING_RATIO}), "
+                  f"relay/peer {peer_ratio:.2f}x (target >= {TARGET_PEER_RATIO}), relay 429s {relay.status_429} "
+                  f"(steady state {relay.status_429_after_first_window}, target 0) "
+                  f"-> {'MEETS' if ok else 'MISSES'} target", flush=True)
+            return {"label": label, "relay": asdict(relay), "peer": asdict(peer) if peer else None,
+                    "latency": latency, "relay_peer_ratio": peer_ratio, "meets_target": ok}
+    finally:
+        if args.keep:
+            print(f"  logs kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """CLI of the benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m bench.delivery", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--webhooks", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=20, help="messages (results) per webhook")
+    parser.add_argument("--concurrency", type=int, default=256, help="RELAY_WORKER_CONCURRENCY")
+    parser.add_argument("--producers", type=int, default=16, help="concurrent POSTs while enqueueing")
+    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--timeout", type=float, default=240.0, help="give up on a delivery run after this")
+    parser.add_argument("--skip-peer", action="store_true", help="do not run discord-webhook")
+    parser.add_argument("--database-url", help="run the relay on this (migrated here) store instead of SQLite")
+    parser.add_argument("--postgres", nargs="?", const=DEFAULT_PG_SERVER, metavar="SERVER_URL",
+                        help="also run on PostgreSQL, in a database created and dropped on this server")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy the relay and the emulator during the delivery run (collapsed stacks in DIR)")
+    parser.add_argument("--profile-idle", action="store_true", help="with --profile: sample waiting threads too")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs) for inspection")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run on SQLite (or ``--database-url``), and on PostgreSQL with ``--postgres``."""
+    args = build_parser().parse_args(argv)
+    runs = [run(args, args.database_url, "custom store" if args.database_url else "SQLite")]
+    if args.postgres:
+        runs.append(run(args, "postgres", "PostgreSQL"))
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2))
+    return 0 if all(r["meets_target"] for r in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
