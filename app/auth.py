@@ -17,7 +17,8 @@ async def require_producer(request: Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "unauthorized", "missing bearer token: send Authorization: Bearer <producer key>",
                        headers=_CHALLENGE)
-    found = await run_in_threadpool(request.app.state.keys.verify, token.strip())
+    keys = request.app.state.keys
+    found = keys.cached(token.strip()) or await run_in_threadpool(keys.verify, token.strip())
     if found is None:
         raise ApiError(401, "unauthorized", "unknown producer key", headers=_CHALLENGE)
     key_id, revoked = found

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -208,9 +209,13 @@ def _hash_key(key: str) -> str:
 class KeyStore:
     """Producer keys: created here, verified in constant time, revoked, never stored in clear."""
 
-    def __init__(self, db: Database, *, configured_keys: Sequence[str] = ()) -> None:
+    def __init__(self, db: Database, *, configured_keys: Sequence[str] = (), cache_ttl: float = 5.0) -> None:
         self._db = db
         self._configured = [(f"env-{i}", _hash_key(k)) for i, k in enumerate(configured_keys)]
+        # Verified keys, by hash: every request of a busy producer would otherwise cost a query.
+        # A key revoked from another process keeps working here for at most ``cache_ttl`` seconds.
+        self._cache: dict[str, tuple[float, str, bool]] = {}
+        self._cache_ttl = cache_ttl
 
     def create(self, *, name: str = "") -> tuple[KeyInfo, str]:
         """A new key; the clear text is returned once and never again."""
@@ -239,7 +244,20 @@ class KeyStore:
             done = session.execute(
                 update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
             )
-            return bool(done.rowcount)  # type: ignore[attr-defined]
+            revoked = bool(done.rowcount)  # type: ignore[attr-defined]
+        self._cache.clear()
+        return revoked
+
+    def cached(self, presented: str) -> tuple[str, bool] | None:
+        """A recent verdict on this key, if there is one (no I/O: safe on the event loop)."""
+        digest = _hash_key(presented)
+        for key_id, expected in self._configured:
+            if hmac.compare_digest(digest, expected):
+                return key_id, False
+        hit = self._cache.get(digest)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1], hit[2]
 
     def verify(self, presented: str) -> tuple[str, bool] | None:
         """``(key_id, revoked)`` for a known key, None for an unknown one. Hashes compared in constant time."""
@@ -254,6 +272,9 @@ class KeyStore:
             row = session.get(ApiKey, key_id)
         if row is None or not hmac.compare_digest(digest, row.key_hash):
             return None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic() + self._cache_ttl, key_id, row.revoked_at is not None)
         return key_id, row.revoked_at is not None
 
 

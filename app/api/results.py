@@ -51,15 +51,15 @@ async def create_result(
 ) -> Accepted:
     """Store a result durably (committed before this answers) and queue its delivery."""
     new = await read_result(request, key_id=key_id, settings=runtime.settings, cipher=runtime.cipher)
-    result_id, created = await run_in_threadpool(runtime.results.create, new)
+    result_id, created = await runtime.results.create_async(new)
     if created:
         RESULTS_RECEIVED.inc()
         runtime.wake_workers()
+        status = "pending"  # just committed: nothing can have touched it yet, no need to read it back
     else:
         response.headers["Idempotent-Replayed"] = "true"
-    view = await run_in_threadpool(runtime.results.get, result_id)
-    return Accepted(id=result_id, status=view.status,
-                    links={"self": f"/v1/results/{result_id}"})
+        status = (await run_in_threadpool(runtime.results.get, result_id)).status
+    return Accepted(id=result_id, status=status, links={"self": f"/v1/results/{result_id}"})
 
 
 @router.get("", response_model=ResultPage)
