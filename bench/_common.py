@@ -24,6 +24,7 @@ import httpx
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+PG_SENTINEL = "<throw-away postgres database>"  # run() creates one on --postgres's server
 
 
 def free_port() -> int:

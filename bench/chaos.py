@@ -44,6 +44,7 @@ import httpx
 
 from bench._common import (
     DEFAULT_PG_SERVER,
+    PG_SENTINEL,
     Emulator,
     Proc,
     Store,
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> Outco
         with Emulator(work) as emulator, contextlib.ExitStack() as stack:
             if database_url is None:
                 database_url = f"sqlite:///{work}/relay.db"
-            elif database_url == "postgres":
+            elif database_url == PG_SENTINEL:
                 database_url = stack.enter_context(postgres_database(args.postgres))
             store: Store = prepare_store(database_url, work)
             settings = {"worker_concurrency": args.concurrency, "poll_interval": 0.5, "lease_seconds": args.lease,
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     outcomes = [run(args, args.database_url, "custom store" if args.database_url else "SQLite")]
     if args.postgres:
-        outcomes.append(run(args, "postgres", "PostgreSQL"))
+        outcomes.append(run(args, PG_SENTINEL, "PostgreSQL"))
     if args.json:
         args.json.write_text(json.dumps([asdict(o) for o in outcomes], indent=2))
     return 0 if all(o.meets_target for o in outcomes) else 1

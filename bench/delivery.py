@@ -51,6 +51,7 @@ import httpx
 
 from bench._common import (
     DEFAULT_PG_SERVER,
+    PG_SENTINEL,
     Emulator,
     Store,
     count_429,
@@ -289,7 +290,7 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> dict[
         with Emulator(work) as emulator, contextlib.ExitStack() as stack:
             if database_url is None:
                 database_url = f"sqlite:///{work}/relay.db"
-            elif database_url == "postgres":
+            elif database_url == PG_SENTINEL:
                 database_url = stack.enter_context(postgres_database(args.postgres))
             store = prepare_store(database_url, work)
             print(f"\n== {label}: {args.webhooks} webhooks x {args.messages} messages, "
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runs = [run(args, args.database_url, "custom store" if args.database_url else "SQLite")]
     if args.postgres:
-        runs.append(run(args, "postgres", "PostgreSQL"))
+        runs.append(run(args, PG_SENTINEL, "PostgreSQL"))
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2))
     return 0 if all(r["meets_target"] for r in runs) else 1
