@@ -63,6 +63,7 @@ class Work:
     stale: str | None = None  # why it must not be sent any more (result acknowledged, superseded)
     next_kind: str | None = None  # the route's next destination, for a hand-off notice
     notice_sent: bool = False
+    plans: tuple[StoredPlan, ...] = ()  # empty until rendered
 
 
 @dataclass(frozen=True)
@@ -164,22 +165,21 @@ class DeliveryQueue:
 
     # --- one delivery ----------------------------------------------------------------------------
 
-    def next_due(self, key: str) -> int | None:
-        """The oldest due delivery of a destination (results reach a channel in the order received)."""
-        with self._session() as session:
-            return session.scalar(
-                select(Delivery.id).where(Delivery.destination_key == key, Delivery.status == "pending",
-                                          Delivery.next_attempt_at <= utcnow())
-                .order_by(Delivery.created_at, Delivery.id).limit(1))
-
-    def start(self, delivery_id: int) -> Work:
-        """Count an attempt, mark the result ``delivering``, and load what sending needs."""
+    def start_next(self, key: str) -> Work | None:
+        """Take the oldest due delivery of a destination (results reach a channel in the order
+        received): count an attempt, mark the result ``delivering``, and load everything sending
+        needs, stored plan included — one transaction, because this runs once per message sent."""
         now = utcnow()
         with self._session(write=True) as session:
-            d = session.get(Delivery, delivery_id)
-            r = session.get(Result, d.result_id) if d else None
-            if d is None or r is None:
-                raise LookupError(delivery_id)
+            d = session.scalars(
+                select(Delivery).where(Delivery.destination_key == key, Delivery.status == "pending",
+                                       Delivery.next_attempt_at <= now)
+                .order_by(Delivery.created_at, Delivery.id).limit(1)).first()
+            if d is None:
+                return None
+            r = session.get(Result, d.result_id)
+            if r is None:
+                raise LookupError(d.result_id)
             stale = None
             if r.status == "picked_up":
                 stale = "result was picked up"
@@ -208,18 +208,16 @@ class DeliveryQueue:
                         attempts=d.attempts, render_scale=d.render_scale,
                         first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
                         result=result, stale=stale, next_kind=following,
-                        notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d))
+                        notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d),
+                        plans=tuple(_stored_plans(session, d.id or 0)))
 
     def plans(self, delivery_id: int) -> list[StoredPlan]:
         """The stored plan of a delivery, in order."""
         with self._session() as session:
-            rows = session.scalars(select(PlannedMessage).where(PlannedMessage.delivery_id == delivery_id)
-                                   .order_by(PlannedMessage.seq)).all()
-        return [StoredPlan(id=r.id or 0, seq=r.seq, plan=_plan_from_row(r), nonce=r.nonce, message_id=r.message_id)
-                for r in rows]
+            return _stored_plans(session, delivery_id)
 
-    def save_plans(self, delivery_id: int, plans: Sequence[MessagePlan], *, start_seq: int = 0) -> None:
-        """Store (or, after a re-render, replace the unsent part of) a delivery's plan."""
+    def save_plans(self, delivery_id: int, plans: Sequence[MessagePlan], *, start_seq: int = 0) -> list[StoredPlan]:
+        """Store (or, after a re-render, replace the unsent part of) a delivery's plan; returns it whole."""
         with self._session(write=True) as session:
             session.execute(PlannedMessage.__table__.delete().where(  # type: ignore[attr-defined]
                 PlannedMessage.delivery_id == delivery_id, PlannedMessage.message_id.is_(None)))
@@ -227,14 +225,13 @@ class DeliveryQueue:
                 session.add(PlannedMessage(
                     delivery_id=delivery_id, seq=start_seq + offset, payload_json=plan.payload,
                     files_json=[_file_to_json(f) for f in plan.files], nonce=secrets.token_hex(12)))
+            session.flush()
+            return _stored_plans(session, delivery_id)
 
     def mark_sent(self, plan_id: int, message_id: str, delivery_id: int) -> None:
         """Discord holds this message: commit its id before the next message is sent."""
-        now = utcnow()
         with self._session(write=True) as session:
-            session.execute(update(PlannedMessage).where(PlannedMessage.id == plan_id)
-                            .values(message_id=message_id, sent_at=now))
-            session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome="sent", message=f"message {message_id}"))
+            _record_sent(session, delivery_id, plan_id, message_id, utcnow())
 
     def set_render_scale(self, delivery_id: int, scale: int, note: str) -> None:
         """Remember that this delivery renders smaller (after a 413)."""
@@ -271,10 +268,17 @@ class DeliveryQueue:
                             .values(disabled=True, disabled_reason=reason, disabled_at=now, updated_at=now))
 
     def finish(self, delivery_id: int, *, delivered: bool, status: int | None = None, code: int | None = None,
-               message: str | None = None, outcome: str | None = None) -> Finished:
-        """End a delivery and move its route on; returns the result's status afterwards."""
+               message: str | None = None, outcome: str | None = None,
+               sent: tuple[int, str] | None = None) -> Finished:
+        """End a delivery and move its route on; returns the result's status afterwards.
+
+        ``sent`` is ``(plan id, Discord message id)`` of the last message, recorded in the same
+        transaction: one commit instead of two for the common one-message result.
+        """
         now = utcnow()
         with self._session(write=True) as session:
+            if sent is not None:
+                _record_sent(session, delivery_id, sent[0], sent[1], now)
             d = session.get(Delivery, delivery_id)
             assert d is not None
             # Lock the result first: two destinations of a mode-"all" result finishing at once must
@@ -344,6 +348,19 @@ class DeliveryQueue:
                 Delivery.status == "pending")).one()
         age = (utcnow() - _aware(oldest)).total_seconds() if oldest else 0.0
         return int(count), max(0.0, age)
+
+
+def _record_sent(session: Session, delivery_id: int, plan_id: int, message_id: str, now: datetime) -> None:
+    session.execute(update(PlannedMessage).where(PlannedMessage.id == plan_id)
+                    .values(message_id=message_id, sent_at=now))
+    session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome="sent", message=f"message {message_id}"))
+
+
+def _stored_plans(session: Session, delivery_id: int) -> list[StoredPlan]:
+    rows = session.scalars(select(PlannedMessage).where(PlannedMessage.delivery_id == delivery_id)
+                           .order_by(PlannedMessage.seq)).all()
+    return [StoredPlan(id=r.id or 0, seq=r.seq, plan=_plan_from_row(r), nonce=r.nonce, message_id=r.message_id)
+            for r in rows]
 
 
 def _progress_handoff_sent(session: Session, result: Result, delivery: Delivery) -> bool:

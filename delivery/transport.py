@@ -28,7 +28,8 @@ from delivery.ratelimit import RateLimiter
 log = logging.getLogger("relay.transport")
 
 TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=60.0, pool=30.0)
-POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=30.0)
+# Bounded: httpcore checks every pooled connection per request, so a huge pool costs CPU on each send.
+POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=30.0)
 USER_AGENT = "DiscordBot (https://github.com/result-relay/result-relay, 0.1.0)"
 MAX_CONSECUTIVE_429 = 25
 CLOUDFLARE_BACKOFF_S = 600.0

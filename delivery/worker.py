@@ -167,19 +167,18 @@ class DeliveryWorker:
         state: dict[str, Any] = {"dm_channel_id": dest.dm_channel_id, "blocked_until": None}
         try:
             while not self._stop.is_set():
-                delivery_id = await asyncio.to_thread(self._queue.next_due, dest.key)
-                if delivery_id is None:
-                    break
-                if not await self._deliver(delivery_id, dest, state):
+                work = await asyncio.to_thread(self._queue.start_next, dest.key)
+                if work is None or not await self._deliver(work, dest, state):
                     break
         finally:
             await asyncio.shield(asyncio.to_thread(
                 self._queue.release, self.owner, dest.key, bucket=self._transport.limiter.state(dest.key),
                 dm_channel_id=state["dm_channel_id"], blocked_until=state["blocked_until"]))
 
-    async def _deliver(self, delivery_id: int, dest: ClaimedDestination, state: dict[str, Any]) -> bool:
+    async def _deliver(self, work: Work, dest: ClaimedDestination, state: dict[str, Any]) -> bool:
         """Send one delivery's unsent messages. False: stop serving this destination for now."""
-        work = await asyncio.to_thread(self._queue.start, delivery_id)
+        delivery_id = work.delivery_id
+        last_sent: tuple[int, str] | None = None
         if work.stale:
             await asyncio.to_thread(self._queue.cancel, delivery_id, work.stale)
             return True
@@ -188,16 +187,17 @@ class DeliveryWorker:
             return True
         try:
             self._check_interaction(work)
-            plans = await self._plans(work)
-            for stored in plans:
-                if stored.message_id is not None:
-                    continue  # Discord already holds it: resume, never repeat
+            unsent = [p for p in await self._plans(work) if p.message_id is None]  # resume, never repeat
+            for position, stored in enumerate(unsent):
                 if self._stop.is_set():
                     return False
                 self._check_interaction(work)
                 message_id = await self._send(work, dest, stored, state)
-                await asyncio.to_thread(self._queue.mark_sent, stored.id, message_id, delivery_id)
                 metrics.MESSAGES_SENT.labels(kind=work.kind).inc()
+                if position == len(unsent) - 1:
+                    last_sent = (stored.id, message_id)  # recorded together with the delivery's end
+                else:
+                    await asyncio.to_thread(self._queue.mark_sent, stored.id, message_id, delivery_id)
         except Expired as exc:
             metrics.EXPIRED_TOKENS.inc()
             if exc.status is None:  # our safety margin, not Discord: the token still has its last minute
@@ -229,7 +229,7 @@ class DeliveryWorker:
             await self._retry_later(work, exc)
             state["blocked_until"] = utcnow() + timedelta(seconds=TRANSIENT_DESTINATION_PAUSE_S)
             return False
-        finished = await asyncio.to_thread(self._queue.finish, delivery_id, delivered=True)
+        finished = await asyncio.to_thread(self._queue.finish, delivery_id, delivered=True, sent=last_sent)
         metrics.DELIVERIES.labels(kind=work.kind, outcome="delivered").inc()
         if finished.result_status == "delivered":
             metrics.DELIVERY_LATENCY.observe((utcnow() - finished.result_created_at).total_seconds())
@@ -239,12 +239,11 @@ class DeliveryWorker:
 
     async def _fail_rest(self, dest: ClaimedDestination) -> bool:
         while not self._stop.is_set():
-            delivery_id = await asyncio.to_thread(self._queue.next_due, dest.key)
-            if delivery_id is None:
+            work = await asyncio.to_thread(self._queue.start_next, dest.key)
+            if work is None:
                 break
-            work = await asyncio.to_thread(self._queue.start, delivery_id)
             if work.stale:
-                await asyncio.to_thread(self._queue.cancel, delivery_id, work.stale)
+                await asyncio.to_thread(self._queue.cancel, work.delivery_id, work.stale)
             else:
                 await self._fail(work, Permanent(f"destination disabled: {dest.disabled_reason}"), "failed")
         return False
@@ -257,12 +256,10 @@ class DeliveryWorker:
             raise Expired("interaction token expired (15 minutes after the command, less the safety margin)")
 
     async def _plans(self, work: Work) -> list[StoredPlan]:
-        plans = await asyncio.to_thread(self._queue.plans, work.delivery_id)
-        if plans:
-            return plans
+        if work.plans:
+            return list(work.plans)
         rendered = render(work.result, self._limits(work.render_scale), destination=work.kind)  # type: ignore[arg-type]
-        await asyncio.to_thread(self._queue.save_plans, work.delivery_id, rendered)
-        return await asyncio.to_thread(self._queue.plans, work.delivery_id)
+        return await asyncio.to_thread(self._queue.save_plans, work.delivery_id, rendered)
 
     def _limits(self, scale: int) -> Limits:
         limits = self._config.limits
