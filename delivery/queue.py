@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +24,9 @@ from sqlmodel import Session
 from delivery.ratelimit import BucketState
 from delivery.render import AttachmentRef, Field, FilePart, MessagePlan, RenderInput
 from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, ProgressMessage, Result
+
+#: Renders a result for a destination kind at a size scale; None declines (render outside the lock).
+Renderer = Callable[[RenderInput, int, str], "Sequence[MessagePlan] | None"]
 
 
 def utcnow() -> datetime:
@@ -165,51 +168,25 @@ class DeliveryQueue:
 
     # --- one delivery ----------------------------------------------------------------------------
 
-    def start_next(self, key: str) -> Work | None:
+    def start_next(self, key: str, render: Renderer | None = None) -> Work | None:
         """Take the oldest due delivery of a destination (results reach a channel in the order
         received): count an attempt, mark the result ``delivering``, and load everything sending
-        needs, stored plan included — one transaction, because this runs once per message sent."""
+        needs, its plan included — one transaction, because this runs once per message sent.
+
+        ``render``, when given, renders a delivery that has no plan yet inside the same
+        transaction; it may decline (return None) for a large body, which the caller then renders
+        outside the write lock.
+        """
+        with self._session(write=True) as session:
+            return _start_next(session, key, utcnow(), render)
+
+    def finish_and_start_next(self, delivery_id: int, *, sent: tuple[int, str] | None, key: str | None,
+                              render: Renderer | None = None) -> tuple[Finished, Work | None]:
+        """A delivery arrived: record it and take the destination's next one, in one transaction."""
         now = utcnow()
         with self._session(write=True) as session:
-            d = session.scalars(
-                select(Delivery).where(Delivery.destination_key == key, Delivery.status == "pending",
-                                       Delivery.next_attempt_at <= now)
-                .order_by(Delivery.created_at, Delivery.id).limit(1)).first()
-            if d is None:
-                return None
-            r = session.get(Result, d.result_id)
-            if r is None:
-                raise LookupError(d.result_id)
-            stale = None
-            if r.status == "picked_up":
-                stale = "result was picked up"
-            elif d.generation != r.generation:
-                stale = "superseded by a redelivery"
-            if stale is None:
-                d.attempts += 1
-                d.first_attempt_at = d.first_attempt_at or now
-                d.updated_at = now
-                if r.status == "pending":
-                    r.status, r.updated_at = "delivering", now
-            atts = session.execute(
-                select(Attachment.idx, Attachment.filename, Attachment.content_type, Attachment.size,
-                       Attachment.sha256).where(Attachment.result_id == r.id).order_by(Attachment.idx)).all()
-            following = session.scalar(select(Delivery.kind).where(
-                Delivery.result_id == r.id, Delivery.generation == d.generation, Delivery.position > d.position)
-                .order_by(Delivery.position).limit(1))
-            level = r.level if r.level in ("info", "success", "warning", "error") else None
-            result = RenderInput(
-                title=r.title, summary=r.summary, body=r.body,
-                fields=tuple(Field(f["name"], f["value"], bool(f.get("inline"))) for f in r.fields_json),
-                url=r.url, color=r.color, level=level, workflow_id=r.workflow_id,  # type: ignore[arg-type]
-                attachments=tuple(AttachmentRef(a.idx, a.filename, a.content_type, a.size, a.sha256) for a in atts),
-            )
-            return Work(delivery_id=d.id or 0, result_id=r.id, kind=d.kind, target=dict(d.target_json),
-                        attempts=d.attempts, render_scale=d.render_scale,
-                        first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
-                        result=result, stale=stale, next_kind=following,
-                        notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d),
-                        plans=tuple(_stored_plans(session, d.id or 0)))
+            finished = _finish(session, delivery_id, delivered=True, sent=sent, now=now, postgres=self._postgres)
+            return finished, (_start_next(session, key, now, render) if key is not None else None)
 
     def plans(self, delivery_id: int) -> list[StoredPlan]:
         """The stored plan of a delivery, in order."""
@@ -221,10 +198,7 @@ class DeliveryQueue:
         with self._session(write=True) as session:
             session.execute(PlannedMessage.__table__.delete().where(  # type: ignore[attr-defined]
                 PlannedMessage.delivery_id == delivery_id, PlannedMessage.message_id.is_(None)))
-            for offset, plan in enumerate(plans):
-                session.add(PlannedMessage(
-                    delivery_id=delivery_id, seq=start_seq + offset, payload_json=plan.payload,
-                    files_json=[_file_to_json(f) for f in plan.files], nonce=secrets.token_hex(12)))
+            _insert_plans(session, delivery_id, plans, start_seq)
             session.flush()
             return _stored_plans(session, delivery_id)
 
@@ -275,55 +249,9 @@ class DeliveryQueue:
         ``sent`` is ``(plan id, Discord message id)`` of the last message, recorded in the same
         transaction: one commit instead of two for the common one-message result.
         """
-        now = utcnow()
         with self._session(write=True) as session:
-            if sent is not None:
-                _record_sent(session, delivery_id, sent[0], sent[1], now)
-            d = session.get(Delivery, delivery_id)
-            assert d is not None
-            # Lock the result first: two destinations of a mode-"all" result finishing at once must
-            # see each other's outcome, or neither would declare the result finished (PostgreSQL).
-            r = session.get(Result, d.result_id, with_for_update=self._postgres)
-            assert r is not None
-            d.status = "delivered" if delivered else "failed"
-            d.next_attempt_at, d.updated_at = None, now
-            if delivered:
-                d.delivered_at = now
-            else:
-                d.last_error_status, d.last_error_code, d.last_error_message = status, code, message
-            session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome=outcome or d.status,
-                                      http_status=status, discord_code=code, message=message))
-            if d.generation != r.generation or r.status == "picked_up":
-                return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now)
-            siblings = session.scalars(select(Delivery).where(
-                Delivery.result_id == r.id, Delivery.generation == r.generation, Delivery.id != d.id)
-                .order_by(Delivery.position)).all()
-            skipped: list[int] = []
-            next_delivery = None
-            if r.mode == "first_success":
-                waiting = [s for s in siblings if s.status == "waiting"]
-                if delivered:
-                    for s in waiting:
-                        s.status, s.updated_at = "skipped", now
-                        skipped.append(s.id or 0)
-                elif waiting:
-                    nxt = waiting[0]
-                    nxt.status, nxt.next_attempt_at, nxt.updated_at = "pending", now, now
-                    next_delivery = nxt.id
-            active = [s for s in siblings if s.status in ("pending", "waiting")]
-            if r.mode == "first_success" and delivered:
-                r.status, r.finished_at = "delivered", now
-                _progress_done(session, r.workflow_id, now)
-            elif not active:
-                everyone = [s.status for s in siblings] + [d.status]
-                ok = any(s == "delivered" for s in everyone) if r.mode == "first_success" else all(
-                    s in ("delivered", "skipped") for s in everyone)
-                r.status, r.finished_at = ("delivered" if ok else "undelivered"), now
-                if ok:
-                    _progress_done(session, r.workflow_id, now)
-            r.updated_at = now
-            return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now,
-                            next_delivery=next_delivery, skipped=skipped)
+            return _finish(session, delivery_id, delivered=delivered, status=status, code=code, message=message,
+                           outcome=outcome, sent=sent, now=utcnow(), postgres=self._postgres)
 
     def mark_notice_sent(self, delivery_id: int) -> None:
         """The hand-off notice for this interaction delivery went out (never twice)."""
@@ -348,6 +276,114 @@ class DeliveryQueue:
                 Delivery.status == "pending")).one()
         age = (utcnow() - _aware(oldest)).total_seconds() if oldest else 0.0
         return int(count), max(0.0, age)
+
+
+def _insert_plans(session: Session, delivery_id: int, plans: Sequence[MessagePlan], start_seq: int) -> None:
+    for offset, plan in enumerate(plans):
+        session.add(PlannedMessage(
+            delivery_id=delivery_id, seq=start_seq + offset, payload_json=plan.payload,
+            files_json=[_file_to_json(f) for f in plan.files], nonce=secrets.token_hex(12)))
+
+
+def _start_next(session: Session, key: str, now: datetime, render: Renderer | None) -> Work | None:
+    d = session.scalars(
+        select(Delivery).where(Delivery.destination_key == key, Delivery.status == "pending",
+                               Delivery.next_attempt_at <= now)
+        .order_by(Delivery.created_at, Delivery.id).limit(1)).first()
+    if d is None:
+        return None
+    r = session.get(Result, d.result_id)
+    if r is None:
+        raise LookupError(d.result_id)
+    stale = None
+    if r.status == "picked_up":
+        stale = "result was picked up"
+    elif d.generation != r.generation:
+        stale = "superseded by a redelivery"
+    if stale is None:
+        d.attempts += 1
+        d.first_attempt_at = d.first_attempt_at or now
+        d.updated_at = now
+        if r.status == "pending":
+            r.status, r.updated_at = "delivering", now
+    atts = session.execute(
+        select(Attachment.idx, Attachment.filename, Attachment.content_type, Attachment.size,
+               Attachment.sha256).where(Attachment.result_id == r.id).order_by(Attachment.idx)).all()
+    following = session.scalar(select(Delivery.kind).where(
+        Delivery.result_id == r.id, Delivery.generation == d.generation, Delivery.position > d.position)
+        .order_by(Delivery.position).limit(1))
+    level = r.level if r.level in ("info", "success", "warning", "error") else None
+    result = RenderInput(
+        title=r.title, summary=r.summary, body=r.body,
+        fields=tuple(Field(f["name"], f["value"], bool(f.get("inline"))) for f in r.fields_json),
+        url=r.url, color=r.color, level=level, workflow_id=r.workflow_id,  # type: ignore[arg-type]
+        attachments=tuple(AttachmentRef(a.idx, a.filename, a.content_type, a.size, a.sha256) for a in atts),
+    )
+    plans = _stored_plans(session, d.id or 0)
+    if not plans and stale is None and render is not None:
+        rendered = render(result, d.render_scale, d.kind)
+        if rendered is not None:
+            _insert_plans(session, d.id or 0, rendered, 0)
+            session.flush()
+            plans = _stored_plans(session, d.id or 0)
+    return Work(delivery_id=d.id or 0, result_id=r.id, kind=d.kind, target=dict(d.target_json),
+                attempts=d.attempts, render_scale=d.render_scale,
+                first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
+                result=result, stale=stale, next_kind=following,
+                notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d),
+                plans=tuple(plans))
+
+
+def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetime, postgres: bool,
+            status: int | None = None, code: int | None = None, message: str | None = None,
+            outcome: str | None = None, sent: tuple[int, str] | None = None) -> Finished:
+    if sent is not None:
+        _record_sent(session, delivery_id, sent[0], sent[1], now)
+    d = session.get(Delivery, delivery_id)
+    assert d is not None
+    # Lock the result first: two destinations of a mode-"all" result finishing at once must
+    # see each other's outcome, or neither would declare the result finished (PostgreSQL).
+    r = session.get(Result, d.result_id, with_for_update=postgres)
+    assert r is not None
+    d.status = "delivered" if delivered else "failed"
+    d.next_attempt_at, d.updated_at = None, now
+    if delivered:
+        d.delivered_at = now
+    else:
+        d.last_error_status, d.last_error_code, d.last_error_message = status, code, message
+    session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome=outcome or d.status,
+                              http_status=status, discord_code=code, message=message))
+    if d.generation != r.generation or r.status == "picked_up":
+        return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now)
+    siblings = session.scalars(select(Delivery).where(
+        Delivery.result_id == r.id, Delivery.generation == r.generation, Delivery.id != d.id)
+        .order_by(Delivery.position)).all()
+    skipped: list[int] = []
+    next_delivery = None
+    if r.mode == "first_success":
+        waiting = [s for s in siblings if s.status == "waiting"]
+        if delivered:
+            for s in waiting:
+                s.status, s.updated_at = "skipped", now
+                skipped.append(s.id or 0)
+        elif waiting:
+            nxt = waiting[0]
+            nxt.status, nxt.next_attempt_at, nxt.updated_at = "pending", now, now
+            next_delivery = nxt.id
+    active = [s for s in siblings if s.status in ("pending", "waiting")]
+    if r.mode == "first_success" and delivered:
+        r.status, r.finished_at = "delivered", now
+        _progress_done(session, r.workflow_id, now)
+    elif not active:
+        everyone = [s.status for s in siblings] + [d.status]
+        ok = any(s == "delivered" for s in everyone) if r.mode == "first_success" else all(
+            s in ("delivered", "skipped") for s in everyone)
+        r.status, r.finished_at = ("delivered" if ok else "undelivered"), now
+        if ok:
+            _progress_done(session, r.workflow_id, now)
+    r.updated_at = now
+    return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now,
+                    next_delivery=next_delivery, skipped=skipped)
 
 
 def _record_sent(session: Session, delivery_id: int, plan_id: int, message_id: str, now: datetime) -> None:

@@ -36,8 +36,8 @@ from delivery.errors import (
     Transient,
 )
 from delivery.progress import LAST_SAFE_SEND, handoff_text
-from delivery.queue import ClaimedDestination, DeliveryQueue, StoredPlan, Work, utcnow
-from delivery.render import Limits, render, smaller
+from delivery.queue import ClaimedDestination, DeliveryQueue, Finished, StoredPlan, Work, utcnow
+from delivery.render import Limits, MessagePlan, RenderInput, render, smaller
 from delivery.transport import DiscordTransport, OutgoingFile
 
 log = logging.getLogger("relay.delivery")
@@ -45,6 +45,7 @@ log = logging.getLogger("relay.delivery")
 INTERACTION_TTL = timedelta(minutes=15)
 MAX_RENDER_SCALE = 5
 TRANSIENT_DESTINATION_PAUSE_S = 2.0
+INLINE_RENDER_MAX_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -166,17 +167,45 @@ class DeliveryWorker:
         self._transport.limiter.load(dest.key, dest.bucket)
         state: dict[str, Any] = {"dm_channel_id": dest.dm_channel_id, "blocked_until": None}
         try:
-            while not self._stop.is_set():
-                work = await asyncio.to_thread(self._queue.start_next, dest.key)
-                if work is None or not await self._deliver(work, dest, state):
+            work = await asyncio.to_thread(self._queue.start_next, dest.key, self._render_inline)
+            while work is not None and not self._stop.is_set():
+                outcome = await self._deliver(work, dest, state)
+                if outcome is False:
                     break
+                if isinstance(outcome, _Delivered):
+                    # Record this delivery and take the next one in one transaction (one commit per message).
+                    take_next = None if self._stop.is_set() else dest.key
+                    finished, following = await asyncio.to_thread(
+                        self._queue.finish_and_start_next, work.delivery_id, sent=outcome.last_sent, key=take_next,
+                        render=self._render_inline)
+                    self._delivered(work, dest, finished)
+                    work = following
+                elif not self._stop.is_set():
+                    work = await asyncio.to_thread(self._queue.start_next, dest.key, self._render_inline)
         finally:
             await asyncio.shield(asyncio.to_thread(
                 self._queue.release, self.owner, dest.key, bucket=self._transport.limiter.state(dest.key),
                 dm_channel_id=state["dm_channel_id"], blocked_until=state["blocked_until"]))
 
-    async def _deliver(self, work: Work, dest: ClaimedDestination, state: dict[str, Any]) -> bool:
-        """Send one delivery's unsent messages. False: stop serving this destination for now."""
+    def _render_inline(self, result: RenderInput, scale: int, kind: str) -> list[MessagePlan] | None:
+        """Render inside the claim's transaction, unless the body is big enough to hold the write lock long."""
+        if len(result.body or "") > INLINE_RENDER_MAX_CHARS:
+            return None
+        return render(result, self._limits(scale), destination=kind)  # type: ignore[arg-type]
+
+    def _delivered(self, work: Work, dest: ClaimedDestination, finished: Finished) -> None:
+        metrics.DELIVERIES.labels(kind=work.kind, outcome="delivered").inc()
+        if finished.result_status == "delivered":
+            metrics.DELIVERY_LATENCY.observe((utcnow() - finished.result_created_at).total_seconds())
+        log.info("delivered", extra={"result_id": work.result_id, "delivery_id": work.delivery_id, "kind": work.kind,
+                                     "destination": dest.key, "attempts": work.attempts})
+
+    async def _deliver(self, work: Work, dest: ClaimedDestination, state: dict[str, Any]) -> bool | _Delivered:
+        """Send one delivery's unsent messages.
+
+        ``_Delivered``: every message is out (the caller records it); True: the delivery ended
+        otherwise, serve the next; False: stop serving this destination for now.
+        """
         delivery_id = work.delivery_id
         last_sent: tuple[int, str] | None = None
         if work.stale:
@@ -229,13 +258,7 @@ class DeliveryWorker:
             await self._retry_later(work, exc)
             state["blocked_until"] = utcnow() + timedelta(seconds=TRANSIENT_DESTINATION_PAUSE_S)
             return False
-        finished = await asyncio.to_thread(self._queue.finish, delivery_id, delivered=True, sent=last_sent)
-        metrics.DELIVERIES.labels(kind=work.kind, outcome="delivered").inc()
-        if finished.result_status == "delivered":
-            metrics.DELIVERY_LATENCY.observe((utcnow() - finished.result_created_at).total_seconds())
-        log.info("delivered", extra={"result_id": work.result_id, "delivery_id": delivery_id, "kind": work.kind,
-                                     "destination": dest.key, "attempts": work.attempts})
-        return True
+        return _Delivered(last_sent)
 
     async def _fail_rest(self, dest: ClaimedDestination) -> bool:
         while not self._stop.is_set():
@@ -359,6 +382,13 @@ class DeliveryWorker:
         response = await self._transport.request("POST", "/users/@me/channels", route_key=f"{key}:open", kind="dm",
                                                  bot=True, payload={"recipient_id": user_id})
         return str(response.json()["id"])
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    """Every message of a delivery is out; ``last_sent`` is recorded with the delivery's end."""
+
+    last_sent: tuple[int, str] | None
 
 
 def _text_of(payload: dict[str, Any]) -> Any:
