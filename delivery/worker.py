@@ -22,7 +22,9 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from delivery import metrics
 from delivery.classify import PAYLOAD_BUG_CODES
@@ -46,6 +48,8 @@ INTERACTION_TTL = timedelta(minutes=15)
 MAX_RENDER_SCALE = 5
 TRANSIENT_DESTINATION_PAUSE_S = 2.0
 INLINE_RENDER_MAX_CHARS = 256 * 1024
+PERSIST_RETRY_S = 60.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ class DeliveryWorker:
                 if isinstance(outcome, _Delivered):
                     # Record this delivery and take the next one in one transaction (one commit per message).
                     take_next = None if self._stop.is_set() else dest.key
-                    finished, following = await asyncio.to_thread(
+                    finished, following = await _persist(
                         self._queue.finish_and_start_next, work.delivery_id, sent=outcome.last_sent, key=take_next,
                         render=self._render_inline)
                     self._delivered(work, dest, finished)
@@ -226,7 +230,7 @@ class DeliveryWorker:
                 if position == len(unsent) - 1:
                     last_sent = (stored.id, message_id)  # recorded together with the delivery's end
                 else:
-                    await asyncio.to_thread(self._queue.mark_sent, stored.id, message_id, delivery_id)
+                    await _persist(self._queue.mark_sent, stored.id, message_id, delivery_id)
         except Expired as exc:
             metrics.EXPIRED_TOKENS.inc()
             if exc.status is None:  # our safety margin, not Discord: the token still has its last minute
@@ -382,6 +386,25 @@ class DeliveryWorker:
         response = await self._transport.request("POST", "/users/@me/channels", route_key=f"{key}:open", kind="dm",
                                                  bot=True, payload={"recipient_id": user_id})
         return str(response.json()["id"])
+
+
+async def _persist(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Write that Discord holds a message, retrying a busy or briefly unreachable store.
+
+    Losing this write would make a retry send the message again, so it is worth waiting for: up
+    to ``PERSIST_RETRY_S`` seconds with backoff, shielded from the drain's cancellation.
+    """
+    delay, waited = 0.05, 0.0
+    while True:
+        try:
+            return await asyncio.shield(asyncio.to_thread(fn, *args, **kwargs))
+        except (OperationalError, InterfaceError):
+            if waited >= PERSIST_RETRY_S:
+                raise
+            log.warning("store busy while recording a sent message; retrying", exc_info=True)
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
 
 
 @dataclass(frozen=True)
