@@ -117,11 +117,13 @@ def embed_characters(embed: Mapping[str, Any]) -> int:
 
 
 def spec_path() -> Path:
-    """Where Discord's OpenAPI document lives: ``$DISCORD_OPENAPI_SPEC`` or the shared checkout."""
+    """Where Discord's OpenAPI document lives: ``$DISCORD_OPENAPI_SPEC``, else the copy vendored
+    next to this module (``discord_api_spec/``, MIT, from discord/discord-api-spec; see its VERSION),
+    so a clone of the repository validates without anything beside it."""
     override = os.environ.get("DISCORD_OPENAPI_SPEC")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[3] / "shared/discord-api-spec/openapi.json"
+    return Path(__file__).resolve().parent / "discord_api_spec" / "openapi.json"
 
 
 @lru_cache(maxsize=1)
