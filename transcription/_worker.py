@@ -13,6 +13,7 @@ parent can wait for it and deliver every progress update before returning.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -28,6 +29,9 @@ _spec: ModelSpec | None = None
 _progress: Any = None
 
 
+WORKER_NICENESS = 10
+
+
 def initialize(spec: ModelSpec, progress: Any, cpu_threads: int) -> None:
     """Pool initializer: load the model once for the life of this process.
 
@@ -40,6 +44,10 @@ def initialize(spec: ModelSpec, progress: Any, cpu_threads: int) -> None:
     # Ctrl-C reaches the whole process group; the parent decides how to stop
     # its workers, and a KeyboardInterrupt traceback per child is only noise.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Transcription is batch work sharing cores with the API's event loop: yield to it, so a
+    # 20-minute recording never makes /healthz or a delivery wait (threads inherit the niceness).
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     _spec, _progress = spec, progress
     try:
         import tqdm
