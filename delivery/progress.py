@@ -17,17 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, exists, or_, select, update
-from sqlmodel import Session
+from sqlalchemy import exists, or_, select, update
 
 from delivery.errors import CloudflareBanned, DeliveryError, Permanent, Transient
-from delivery.queue import utcnow
+from delivery.queue import EngineStore, utcnow
 from delivery.transport import DiscordTransport
 from schemas.tables import Delivery, ProgressMessage, Result
 
@@ -91,19 +89,8 @@ def progress_payload(state: dict[str, Any], *, done: bool, workflow_id: str) -> 
     return {"embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
-class ProgressQueue:
+class ProgressQueue(EngineStore):
     """Store side of progress messages and hand-off notices."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._write_engine = engine.execution_options(sqlite_write=True)
-        self._postgres = engine.dialect.name == "postgresql"
-
-    @contextmanager
-    def _session(self, *, write: bool = False) -> Iterator[Session]:
-        with Session(self._write_engine if write else self._engine, expire_on_commit=False) as session:
-            yield session
-            session.commit()
 
     def claim(self, owner: str, *, limit: int, lease_s: float) -> list[ProgressWork]:
         """Progress rows with a newer state than Discord shows, whose destination has no due result."""

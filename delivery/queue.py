@@ -90,8 +90,9 @@ class Finished:
     skipped: list[int] = field(default_factory=list)
 
 
-class DeliveryQueue:
-    """Claim/lease and progress queries of the workers; the engine is injected."""
+class EngineStore:
+    """Base of the engine's stores: the injected engine, and sessions that are one transaction each
+    (write sessions take SQLite's write lock up front, see ``app.db``)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -103,6 +104,10 @@ class DeliveryQueue:
         with Session(self._write_engine if write else self._engine, expire_on_commit=False) as session:
             yield session
             session.commit()
+
+
+class DeliveryQueue(EngineStore):
+    """Claim/lease and progress queries of the workers; the engine is injected."""
 
     # --- claiming --------------------------------------------------------------------------------
 
