@@ -39,5 +39,13 @@ $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
 	$(BIN)/pip install --quiet -e '.[postgres,transcription,dev]'
 	touch $(VENV)/.installed $@
 
+# Benchmarks print ratios measured side by side in one run; they are not part of `make test`.
+bench: $(VENV)/.installed-dev
+	-$(BIN)/python -m bench.ingest --rounds 2
+	-$(BIN)/python -m bench.render
+	-$(BIN)/python -m bench.delivery
+	-$(BIN)/python -m bench.chaos
+	-$(BIN)/python bench/transcription.py
+
 system-deps:
 	VENV=$(VENV) scripts/install-test-deps.sh
