@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from app.admin import router as admin_router
-from app.api import health, metrics, progress, results, transcriptions
+from app.api import destinations, health, metrics, progress, results, transcriptions
 from app.api.transcriptions import TranscriptionBodyLimit
 from app.db import ensure_schema
 from app.errors import install_error_handlers
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     install_error_handlers(app)
     app.include_router(results.router)
     app.include_router(progress.router)
+    app.include_router(destinations.router)
     app.include_router(transcriptions.router)
     app.include_router(health.router)
     app.include_router(admin_router)

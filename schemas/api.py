@@ -300,3 +300,20 @@ class TranscriptionOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     links: dict[str, str]
+
+
+class DestinationOut(BaseModel):
+    """A destination's shared state (no secrets: the label is masked when stored)."""
+
+    key: str
+    kind: str
+    label: str
+    disabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+
+
+class DestinationPage(BaseModel):
+    """``GET /v1/destinations``."""
+
+    items: list[DestinationOut]

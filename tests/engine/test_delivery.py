@@ -263,3 +263,21 @@ def test_mode_all_reports_which_destinations_made_it(delivering_relay, discord) 
     assert [d["status"] for d in got["deliveries"]] == ["failed", "delivered"]
     assert got["deliveries"][0]["last_error"] == {"http_status": 404, "discord_code": 10015,
                                                   "message": "Unknown Webhook"}
+
+
+def test_a_disabled_destination_is_re_enabled_through_the_api(delivering_relay, discord) -> None:  # type: ignore[no-untyped-def]
+    relay: Relay = delivering_relay()
+    wid, token, url = discord.add_webhook()
+    discord.remove_webhook(wid)
+    first = relay.post_result(result_payload(route=[{"type": "webhook", "url": url}])).json()["id"]
+    assert wait_for(lambda: _finished(relay, first))["status"] == "undelivered"
+    [disabled] = relay.client.get("/v1/destinations", params={"disabled": "true"}).json()["items"]
+    assert disabled["key"] == f"webhook:{wid}" and "10015" in disabled["disabled_reason"]
+    assert token not in relay.client.get("/v1/destinations").text
+    discord.add_webhook(wid, token)  # the channel owner re-created it
+    enabled = relay.client.post(f"/v1/destinations/webhook:{wid}/enable")
+    assert enabled.status_code == 200 and enabled.json()["disabled"] is False
+    assert relay.client.post("/v1/destinations/webhook:999/enable").status_code == 404
+    assert relay.client.post(f"/v1/results/{first}/redeliver").status_code == 202
+    assert wait_for(lambda: _finished(relay, first))["status"] == "delivered"
+    assert len(discord.messages(webhook_id=wid)) == 1

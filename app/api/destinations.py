@@ -1,0 +1,37 @@
+"""``/v1/destinations``: see which destinations are disabled (a 404 Unknown Webhook) and re-enable them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from app.admin_store import AdminStore, DestinationView
+from app.deps import ProducerDep, RuntimeDep
+from app.errors import ApiError
+from schemas.api import DestinationOut, DestinationPage, ErrorBody
+
+router = APIRouter(prefix="/v1/destinations", tags=["destinations"],
+                   responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
+
+
+def _out(view: DestinationView) -> DestinationOut:
+    return DestinationOut(key=view.key, kind=view.kind, label=view.label, disabled=view.disabled,
+                          disabled_reason=view.disabled_reason, disabled_at=view.disabled_at)
+
+
+@router.get("", response_model=DestinationPage)
+async def list_destinations(runtime: RuntimeDep, _: ProducerDep, disabled: bool = False) -> DestinationPage:
+    """Destinations, disabled ones first; ``?disabled=true`` for the disabled ones only."""
+    store = AdminStore(runtime.db, runtime.results)
+    views = await run_in_threadpool(lambda: store.destinations(disabled_only=disabled))
+    return DestinationPage(items=[_out(v) for v in views])
+
+
+@router.post("/{key}/enable", response_model=DestinationOut, responses={404: {"model": ErrorBody}})
+async def enable_destination(key: str, runtime: RuntimeDep, _: ProducerDep) -> DestinationOut:
+    """Re-enable a destination disabled after a 404 (e.g. the webhook was re-created); later results use it again."""
+    store = AdminStore(runtime.db, runtime.results)
+    if not await run_in_threadpool(store.reenable, key):
+        raise ApiError(404, "not_found", f"no such destination: {key}")
+    views = await run_in_threadpool(store.destinations)
+    return next(_out(v) for v in views if v.key == key)
