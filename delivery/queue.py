@@ -99,6 +99,11 @@ class EngineStore:
         self._write_engine = engine.execution_options(sqlite_write=True)
         self._postgres = engine.dialect.name == "postgresql"
 
+    @property
+    def single_writer(self) -> bool:
+        """True for SQLite, where writes from many threads only queue for one lock."""
+        return not self._postgres
+
     @contextmanager
     def _session(self, *, write: bool = False) -> Iterator[Session]:
         with Session(self._write_engine if write else self._engine, expire_on_commit=False) as session:

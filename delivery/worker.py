@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -79,6 +81,18 @@ class DeliveryWorker:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self.running = False
+        # SQLite has a single writer: funnel this worker's store calls through one thread, so they
+        # queue in Python instead of fighting over the lock in SQLite's sleep-and-retry busy handler
+        # (measured: most of a delivery's wall time went there with a pool of threads).
+        self._store_thread = (ThreadPoolExecutor(1, thread_name_prefix="delivery-store")
+                              if queue.single_writer else None)
+
+    async def _store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call off the event loop (on the single store thread for SQLite)."""
+        if self._store_thread is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread,
+                                                                functools.partial(fn, *args, **kwargs))
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -111,14 +125,16 @@ class DeliveryWorker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            await asyncio.shield(asyncio.to_thread(self._queue.release_all, self.owner))
+            await asyncio.shield(self._store(self._queue.release_all, self.owner))
+            if self._store_thread is not None:
+                self._store_thread.shutdown(wait=False)
             self.running = False
 
     async def _claim(self) -> None:
         free = self._config.concurrency - len(self._active)
         if free <= 0:
             return
-        claimed = await asyncio.to_thread(self._queue.claim_destinations, self.owner, limit=free,
+        claimed = await self._store(self._queue.claim_destinations, self.owner, limit=free,
                                           lease_s=self._config.lease_s)
         for dest in claimed:
             task = asyncio.create_task(self._serve(dest), name=f"destination:{dest.key}")
@@ -146,9 +162,9 @@ class DeliveryWorker:
         while True:
             await asyncio.sleep(self._config.lease_s / 3)
             try:
-                await asyncio.to_thread(self._queue.renew, self.owner, list(self._active),
+                await self._store(self._queue.renew, self.owner, list(self._active),
                                         lease_s=self._config.lease_s)
-                count, age = await asyncio.to_thread(self._queue.queue_stats)
+                count, age = await self._store(self._queue.queue_stats)
                 metrics.QUEUE_DEPTH.set(count)
                 metrics.OLDEST_PENDING.set(age)
             except Exception:  # noqa: BLE001 - a failed heartbeat is retried; the lease has slack
@@ -171,7 +187,7 @@ class DeliveryWorker:
         self._transport.limiter.load(dest.key, dest.bucket)
         state: dict[str, Any] = {"dm_channel_id": dest.dm_channel_id, "blocked_until": None}
         try:
-            work = await asyncio.to_thread(self._queue.start_next, dest.key, self._render_inline)
+            work = await self._store(self._queue.start_next, dest.key, self._render_inline)
             while work is not None and not self._stop.is_set():
                 outcome = await self._deliver(work, dest, state)
                 if outcome is False:
@@ -180,14 +196,14 @@ class DeliveryWorker:
                     # Record this delivery and take the next one in one transaction (one commit per message).
                     take_next = None if self._stop.is_set() else dest.key
                     finished, following = await _persist(
-                        self._queue.finish_and_start_next, work.delivery_id, sent=outcome.last_sent, key=take_next,
-                        render=self._render_inline)
+                        self._store, self._queue.finish_and_start_next, work.delivery_id,
+                        sent=outcome.last_sent, key=take_next, render=self._render_inline)
                     self._delivered(work, dest, finished)
                     work = following
                 elif not self._stop.is_set():
-                    work = await asyncio.to_thread(self._queue.start_next, dest.key, self._render_inline)
+                    work = await self._store(self._queue.start_next, dest.key, self._render_inline)
         finally:
-            await asyncio.shield(asyncio.to_thread(
+            await asyncio.shield(self._store(
                 self._queue.release, self.owner, dest.key, bucket=self._transport.limiter.state(dest.key),
                 dm_channel_id=state["dm_channel_id"], blocked_until=state["blocked_until"]))
 
@@ -213,7 +229,7 @@ class DeliveryWorker:
         delivery_id = work.delivery_id
         last_sent: tuple[int, str] | None = None
         if work.stale:
-            await asyncio.to_thread(self._queue.cancel, delivery_id, work.stale)
+            await self._store(self._queue.cancel, delivery_id, work.stale)
             return True
         if dest.disabled:
             await self._fail(work, Permanent(f"destination disabled: {dest.disabled_reason}"), "failed")
@@ -230,7 +246,7 @@ class DeliveryWorker:
                 if position == len(unsent) - 1:
                     last_sent = (stored.id, message_id)  # recorded together with the delivery's end
                 else:
-                    await _persist(self._queue.mark_sent, stored.id, message_id, delivery_id)
+                    await _persist(self._store, self._queue.mark_sent, stored.id, message_id, delivery_id)
         except Expired as exc:
             metrics.EXPIRED_TOKENS.inc()
             if exc.status is None:  # our safety margin, not Discord: the token still has its last minute
@@ -239,7 +255,7 @@ class DeliveryWorker:
             return True
         except DestinationGone as exc:
             reason = f"{exc.message} (Discord {exc.code})" if exc.code else exc.message
-            await asyncio.to_thread(self._queue.disable_destination, dest.key, reason)
+            await self._store(self._queue.disable_destination, dest.key, reason)
             dest_disabled = ClaimedDestination(dest.key, dest.kind, True, reason, dest.bucket, dest.dm_channel_id)
             await self._fail(work, exc, "disabled")
             # Later deliveries to the same destination in this claim fail fast too.
@@ -255,7 +271,7 @@ class DeliveryWorker:
             return True
         except CloudflareBanned as exc:
             at = utcnow() + timedelta(seconds=exc.retry_after)
-            await asyncio.to_thread(self._queue.reschedule, delivery_id, at=at, status=429, code=None,
+            await self._store(self._queue.reschedule, delivery_id, at=at, status=429, code=None,
                                     message=exc.message, outcome="rate_limited", count_attempt=False)
             return False
         except Transient as exc:
@@ -266,11 +282,11 @@ class DeliveryWorker:
 
     async def _fail_rest(self, dest: ClaimedDestination) -> bool:
         while not self._stop.is_set():
-            work = await asyncio.to_thread(self._queue.start_next, dest.key)
+            work = await self._store(self._queue.start_next, dest.key)
             if work is None:
                 break
             if work.stale:
-                await asyncio.to_thread(self._queue.cancel, work.delivery_id, work.stale)
+                await self._store(self._queue.cancel, work.delivery_id, work.stale)
             else:
                 await self._fail(work, Permanent(f"destination disabled: {dest.disabled_reason}"), "failed")
         return False
@@ -286,7 +302,7 @@ class DeliveryWorker:
         if work.plans:
             return list(work.plans)
         rendered = render(work.result, self._limits(work.render_scale), destination=work.kind)  # type: ignore[arg-type]
-        return await asyncio.to_thread(self._queue.save_plans, work.delivery_id, rendered)
+        return await self._store(self._queue.save_plans, work.delivery_id, rendered)
 
     def _limits(self, scale: int) -> Limits:
         limits = self._config.limits
@@ -296,7 +312,7 @@ class DeliveryWorker:
 
     async def _shrink(self, work: Work, exc: TooLarge) -> bool:
         """A 413: re-render the unsent part with smaller files; never resend the same request."""
-        plans = await asyncio.to_thread(self._queue.plans, work.delivery_id)
+        plans = await self._store(self._queue.plans, work.delivery_id)
         sent = [p for p in plans if p.message_id is not None]
         scale = work.render_scale + 1
         rendered = render(work.result, self._limits(scale), destination=work.kind)  # type: ignore[arg-type]
@@ -306,11 +322,11 @@ class DeliveryWorker:
             await self._fail(work, Permanent(f"still too large for Discord after {scale - 1} re-renders: "
                                              f"{exc.message}", status=exc.status, code=exc.code), "failed")
             return True
-        await asyncio.to_thread(self._queue.set_render_scale, work.delivery_id, scale,
+        await self._store(self._queue.set_render_scale, work.delivery_id, scale,
                                 f"Discord answered {exc.status} ({exc.code}): re-rendered with files ≤ "
                                 f"{self._limits(scale).max_attachment_bytes} bytes")
-        await asyncio.to_thread(self._queue.save_plans, work.delivery_id, rendered[len(sent):], start_seq=len(plans))
-        await asyncio.to_thread(self._queue.reschedule, work.delivery_id, at=utcnow(), status=exc.status,
+        await self._store(self._queue.save_plans, work.delivery_id, rendered[len(sent):], start_seq=len(plans))
+        await self._store(self._queue.reschedule, work.delivery_id, at=utcnow(), status=exc.status,
                                 code=exc.code, message=exc.message, outcome="rerendered", count_attempt=False)
         return True
 
@@ -324,14 +340,14 @@ class DeliveryWorker:
                                              status=exc.status, code=exc.code), "failed")
             return
         at = utcnow() + timedelta(seconds=delay)
-        await asyncio.to_thread(self._queue.reschedule, work.delivery_id, at=at, status=exc.status, code=exc.code,
+        await self._store(self._queue.reschedule, work.delivery_id, at=at, status=exc.status, code=exc.code,
                                 message=exc.message)
         metrics.DELIVERIES.labels(kind=work.kind, outcome="retry_scheduled").inc()
         log.warning("delivery will be retried", extra={"result_id": work.result_id, "delivery_id": work.delivery_id,
                                                        "retry_in_s": round(delay, 1), "error": exc.message})
 
     async def _fail(self, work: Work, exc: Permanent, outcome: str) -> None:
-        finished = await asyncio.to_thread(self._queue.finish, work.delivery_id, delivered=False, status=exc.status,
+        finished = await self._store(self._queue.finish, work.delivery_id, delivered=False, status=exc.status,
                                            code=exc.code, message=exc.message, outcome=outcome)
         metrics.DELIVERIES.labels(kind=work.kind, outcome=outcome).inc()
         if finished.result_status == "undelivered":
@@ -380,7 +396,7 @@ class DeliveryWorker:
         except DeliveryError as exc:
             log.warning("hand-off notice not sent: %s", exc.message, extra={"result_id": work.result_id})
             return
-        await asyncio.to_thread(self._queue.mark_notice_sent, work.delivery_id)
+        await self._store(self._queue.mark_notice_sent, work.delivery_id)
 
     async def _open_dm(self, key: str, user_id: str) -> str:
         response = await self._transport.request("POST", "/users/@me/channels", route_key=f"{key}:open", kind="dm",
@@ -388,7 +404,7 @@ class DeliveryWorker:
         return str(response.json()["id"])
 
 
-async def _persist(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def _persist(run: Callable[..., Awaitable[T]], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Write that Discord holds a message, retrying a busy or briefly unreachable store.
 
     Losing this write would make a retry send the message again, so it is worth waiting for: up
@@ -397,7 +413,7 @@ async def _persist(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     delay, waited = 0.05, 0.0
     while True:
         try:
-            return await asyncio.shield(asyncio.to_thread(fn, *args, **kwargs))
+            return await asyncio.shield(run(fn, *args, **kwargs))
         except (OperationalError, InterfaceError):
             if waited >= PERSIST_RETRY_S:
                 raise
