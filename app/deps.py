@@ -1,4 +1,8 @@
-"""Dependencies declared once: settings, stores and the authenticated producer."""
+"""Dependencies declared once: settings, stores and the authenticated producer.
+
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the thread pool,
+a thread hop per dependency per request for what is only an attribute lookup.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,17 @@ from app.runtime import Runtime
 from app.settings import Settings
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     """The process's runtime (store, settings, workers), built in the lifespan."""
     return request.app.state.runtime
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     return request.app.state.runtime.settings
 
 
-def get_results(request: Request) -> ResultStore:
+async def get_results(request: Request) -> ResultStore:
     """The result store."""
     return request.app.state.runtime.results
 

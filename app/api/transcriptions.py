@@ -70,7 +70,7 @@ class TranscriptionBodyLimit:
         await (self._audio if audio else self._default)(scope, receive, send)
 
 
-def get_transcriptions(request: Request) -> TranscriptionStore:
+async def get_transcriptions(request: Request) -> TranscriptionStore:
     """The job store on this process's database."""
     return TranscriptionStore(request.app.state.runtime.db)
 
