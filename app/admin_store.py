@@ -1,7 +1,7 @@
 """``AdminStore``: the queries only the admin page needs, beside ``ResultStore``.
 
-Everything here is one short transaction returning frozen dataclasses. Destination labels are
-built from the stored target through ``public_destination`` so no token ever reaches a template.
+Everything here is one short transaction returning frozen dataclasses. Destination labels come
+from ``app.destinations.destination_label`` (masked) so no token ever reaches a template.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.destinations import public_destination
+from app.destinations import destination_label
 from app.results import ResultStore
 from app.store import Database, NotFound, ResultContentView, ResultFilter, ResultView, as_utc, utcnow
 from schemas.tables import ConfigEntry, Delivery, DeliveryEvent, Destination, Result
@@ -30,17 +29,6 @@ FAILED_OUTCOMES = ("failed", "disabled", "expired")
 def token_digest(token: str) -> str:
     """The sha256 hex digest under which an admin credential is kept and compared."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def destination_label(kind: str, stored: dict[str, Any]) -> str:
-    """A one-line, secret-free description of a stored target."""
-    public = public_destination(kind, stored)
-    if kind == "webhook":
-        thread = f" (thread {public['thread_id']})" if public.get("thread_id") else ""
-        return f"{public['url']}{thread}"
-    if kind == "interaction":
-        return f"interaction follow-up (application {public['application_id']})"
-    return f"DM to user {public['user_id']}"
 
 
 @dataclass(frozen=True)

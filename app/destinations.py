@@ -103,8 +103,8 @@ def build_target(
             raise InvalidDestination(f"{field}.url", str(exc)) from None
         thread = dest.thread_id or url_thread
         stored = {"webhook_id": webhook_id, "token": cipher.encrypt(token), "thread_id": thread}
-        label = mask_webhook(webhook_id) + (f" (thread {thread})" if thread else "")
-        return Target(key=f"webhook:{webhook_id}", kind="webhook", label=label, stored=stored)
+        return Target(key=f"webhook:{webhook_id}", kind="webhook", label=destination_label("webhook", stored),
+                      stored=stored)
     if isinstance(dest, InteractionDestination):
         if not _TOKEN.match(dest.token):
             raise InvalidDestination(f"{field}.token", "is not an interaction token")
@@ -114,14 +114,13 @@ def build_target(
             "token": cipher.encrypt(dest.token),
             "created_at": dest.created_at.isoformat(),
         }
-        label = f"interaction follow-up (application {dest.application_id})"
-        return Target(key=f"interaction:{dest.application_id}:{digest}", kind="interaction", label=label,
-                      stored=stored)
+        return Target(key=f"interaction:{dest.application_id}:{digest}", kind="interaction",
+                      label=destination_label("interaction", stored), stored=stored)
     assert isinstance(dest, DMDestination)
     if not bot_token_configured:
         raise InvalidDestination(f"{field}.type", "a DM destination needs RELAY_DISCORD_BOT_TOKEN on the relay")
-    return Target(key=f"dm:{dest.user_id}", kind="dm", label=f"DM to user {dest.user_id}",
-                  stored={"user_id": dest.user_id})
+    stored = {"user_id": dest.user_id}
+    return Target(key=f"dm:{dest.user_id}", kind="dm", label=destination_label("dm", stored), stored=stored)
 
 
 def public_destination(kind: str, stored: dict[str, Any]) -> dict[str, Any]:
@@ -135,3 +134,15 @@ def public_destination(kind: str, stored: dict[str, Any]) -> dict[str, Any]:
         return {"type": "interaction", "application_id": stored["application_id"], "token": MASK,
                 "created_at": stored["created_at"]}
     return {"type": "dm", "user_id": stored["user_id"]}
+
+
+def destination_label(kind: str, stored: dict[str, Any]) -> str:
+    """A one-line, secret-free description of a stored target (stored with the destination, shown by
+    the admin page)."""
+    public = public_destination(kind, stored)
+    if kind == "webhook":
+        thread = f" (thread {public['thread_id']})" if public.get("thread_id") else ""
+        return f"{public['url']}{thread}"
+    if kind == "interaction":
+        return f"interaction follow-up (application {public['application_id']})"
+    return f"DM to user {public['user_id']}"

@@ -26,7 +26,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.admin import present
 from app.admin.security import SESSION_COOKIE, AdminSession, LoginLimiter, credential_hash, read_session_cookie
-from app.admin_store import AdminStore, destination_label
+from app.admin_store import AdminStore
+from app.destinations import destination_label
 from app.runtime import Runtime
 from app.store import NotFound, StoreUnavailable, utcnow
 
