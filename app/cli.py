@@ -35,11 +35,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.main import create_app
 
     runtime = Runtime.build(settings)
-    try:
-        ensure_schema(runtime.engine, settings)
-    except SchemaOutdated as exc:
-        log.error("%s", exc)
-        return 2
+    ensure_schema(runtime.engine, settings)
     if runtime.keys.count_active() == 0:
         info, clear = runtime.keys.create(name="first-start")
         _out(f"No producer key existed; created {info.id}. Shown once, store it now:")
@@ -110,9 +106,6 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                 return 1
             _out(f"revoked {args.id}")
         return 0
-    except SchemaOutdated as exc:
-        log.error("%s", exc)
-        return 2
     finally:
         runtime.close()
 
@@ -153,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.func(settings, args))
+    except SchemaOutdated as exc:  # serve, worker and keys all refuse an old PostgreSQL schema alike
+        log.error("%s", exc)
+        return 2
     except StoreUnavailable as exc:
         log.error("the store is unreachable: %s", exc)
         return 3

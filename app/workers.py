@@ -192,14 +192,10 @@ def wire_wakeups(runtime: Runtime, workers: Workers | None) -> Callable[[], None
 
 def run_worker_process(settings: Settings) -> int:
     """``relay worker``: the delivery loop alone, until SIGTERM/SIGINT; drains and exits 0."""
-    from app.db import SchemaOutdated, ensure_schema
+    from app.db import ensure_schema
 
     runtime = Runtime.build(settings)
-    try:
-        ensure_schema(runtime.engine, settings)
-    except SchemaOutdated as exc:
-        log.error("%s", exc)
-        return 2
+    ensure_schema(runtime.engine, settings)  # an outdated schema raises; ``relay`` reports it (exit 2)
 
     async def main() -> None:
         from app.transcriptions import start_transcription_service
