@@ -209,8 +209,7 @@ class DeliveryQueue(EngineStore):
             session.execute(PlannedMessage.__table__.delete().where(  # type: ignore[attr-defined]
                 PlannedMessage.delivery_id == delivery_id, PlannedMessage.message_id.is_(None)))
             _insert_plans(session, delivery_id, plans, start_seq)
-            session.flush()
-            return _stored_plans(session, delivery_id)
+            return _stored_plans(session, delivery_id)  # the sent part too: the whole plan, in order
 
     def mark_sent(self, plan_id: int, message_id: str, delivery_id: int) -> None:
         """Discord holds this message: commit its id before the next message is sent."""
@@ -288,11 +287,16 @@ class DeliveryQueue(EngineStore):
         return int(count), max(0.0, age)
 
 
-def _insert_plans(session: Session, delivery_id: int, plans: Sequence[MessagePlan], start_seq: int) -> None:
-    for offset, plan in enumerate(plans):
-        session.add(PlannedMessage(
-            delivery_id=delivery_id, seq=start_seq + offset, payload_json=plan.payload,
-            files_json=[_file_to_json(f) for f in plan.files], nonce=secrets.token_hex(12)))
+def _insert_plans(session: Session, delivery_id: int, plans: Sequence[MessagePlan],
+                  start_seq: int) -> list[StoredPlan]:
+    """Add the rows of a plan; returns them as stored (ids assigned), without reading them back."""
+    rows = [PlannedMessage(delivery_id=delivery_id, seq=start_seq + offset, payload_json=plan.payload,
+                           files_json=[_file_to_json(f) for f in plan.files], nonce=secrets.token_hex(12))
+            for offset, plan in enumerate(plans)]
+    session.add_all(rows)
+    session.flush()
+    return [StoredPlan(id=row.id or 0, seq=row.seq, plan=plan, nonce=row.nonce, message_id=None)
+            for row, plan in zip(rows, plans, strict=True)]
 
 
 def _start_next(session: Session, key: str, now: datetime, render: Renderer | None) -> Work | None:
@@ -333,9 +337,7 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
     if not plans and stale is None and render is not None:
         rendered = render(result, d.render_scale, d.kind)
         if rendered is not None:
-            _insert_plans(session, d.id or 0, rendered, 0)
-            session.flush()
-            plans = _stored_plans(session, d.id or 0)
+            plans = _insert_plans(session, d.id or 0, rendered, 0)
     return Work(delivery_id=d.id or 0, result_id=r.id, kind=d.kind, target=dict(d.target_json),
                 attempts=d.attempts, render_scale=d.render_scale,
                 first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
