@@ -248,12 +248,19 @@ class KeyStore:
         self._cache.clear()
         return revoked
 
+    def _configured_key(self, digest: str) -> str | None:
+        """The id of a ``RELAY_API_KEYS`` key with this hash (every one compared, in constant time)."""
+        found = None
+        for key_id, expected in self._configured:
+            if hmac.compare_digest(digest, expected):
+                found = key_id
+        return found
+
     def cached(self, presented: str) -> tuple[str, bool] | None:
         """A recent verdict on this key, if there is one (no I/O: safe on the event loop)."""
         digest = _hash_key(presented)
-        for key_id, expected in self._configured:
-            if hmac.compare_digest(digest, expected):
-                return key_id, False
+        if (configured := self._configured_key(digest)) is not None:
+            return configured, False
         hit = self._cache.get(digest)
         if hit is None or hit[0] < time.monotonic():
             return None
@@ -262,9 +269,8 @@ class KeyStore:
     def verify(self, presented: str) -> tuple[str, bool] | None:
         """``(key_id, revoked)`` for a known key, None for an unknown one. Hashes compared in constant time."""
         digest = _hash_key(presented)
-        for key_id, expected in self._configured:
-            if hmac.compare_digest(digest, expected):
-                return key_id, False
+        if (configured := self._configured_key(digest)) is not None:
+            return configured, False
         if not presented.startswith("rrk_") or "." not in presented:
             return None
         key_id = "key_" + presented[4:].split(".", 1)[0]
