@@ -14,9 +14,17 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-async def healthz() -> dict:
-    """The process is alive and its event loop answers (nothing else is checked)."""
-    return {"status": "ok"}
+async def healthz(runtime: RuntimeDep) -> JSONResponse:
+    """Alive: the event loop answers and no supervised loop is stuck inside one step (or gone).
+
+    A store outage is not a liveness problem (steps fail fast and back off; see ``/readyz``): only
+    a loop wedged past ``RELAY_LOOP_STALL_SECONDS`` answers 503, so a liveness probe restarts a
+    process that would otherwise accept results it never delivers.
+    """
+    problems = runtime.loops.problems()
+    if problems:
+        return JSONResponse({"status": "unhealthy", "loops": problems}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz")
@@ -32,6 +40,8 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     except Exception as exc:  # noqa: BLE001 - any driver error means "not ready", never a 500
         checks["store"] = f"unreachable: {type(exc).__name__}"
     checks["workers"] = "ok" if runtime.workers_running() else "not running"
+    for loop, failures in runtime.loops.failing().items():
+        checks[f"loop:{loop}"] = f"{failures} failed passes in a row"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
                         status_code=200 if ready else 503)
