@@ -73,6 +73,7 @@ class Work:
     next_kind: str | None = None  # the route's next destination, for a hand-off notice
     notice_sent: bool = False
     plans: tuple[StoredPlan, ...] = ()  # empty until rendered
+    defect: str | None = None  # why its stored data cannot be read: delivering it is a crash
 
 
 @dataclass(frozen=True)
@@ -368,15 +369,16 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
     following = session.scalar(select(Delivery.kind).where(
         Delivery.result_id == r.id, Delivery.generation == d.generation, Delivery.position > d.position)
         .order_by(Delivery.position).limit(1))
-    level = r.level if r.level in ("info", "success", "warning", "error") else None
-    result = RenderInput(
-        title=r.title, summary=r.summary, body=r.body,
-        fields=tuple(Field(f["name"], f["value"], bool(f.get("inline"))) for f in r.fields_json),
-        url=r.url, color=r.color, level=level, workflow_id=r.workflow_id,  # type: ignore[arg-type]
-        attachments=tuple(AttachmentRef(a.idx, a.filename, a.content_type, a.size, a.sha256) for a in atts),
-    )
-    plans = _stored_plans(session, d.id or 0)
-    if not plans and stale is None and render is not None:
+    defect = None
+    try:
+        result = _render_input(r, atts)
+        plans = _stored_plans(session, d.id or 0)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # Stored data this code cannot read: one bad result, never a claim that fails forever.
+        # The worker treats ``defect`` as a crash of this delivery (counted, bounded, then failed).
+        defect = f"stored result is unreadable ({type(exc).__name__}: {exc})"
+        result, plans = RenderInput(title=r.title), []
+    if not plans and stale is None and defect is None and render is not None:
         rendered = render(result, d.render_scale, d.kind)
         if rendered is not None:
             plans = _insert_plans(session, d.id or 0, rendered, 0)
@@ -385,7 +387,17 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
                 first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
                 result=result, stale=stale, next_kind=following,
                 notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d),
-                plans=tuple(plans))
+                plans=tuple(plans), defect=defect)
+
+
+def _render_input(r: Result, atts: Sequence[Any]) -> RenderInput:
+    level = r.level if r.level in ("info", "success", "warning", "error") else None
+    return RenderInput(
+        title=r.title, summary=r.summary, body=r.body,
+        fields=tuple(Field(f["name"], f["value"], bool(f.get("inline"))) for f in r.fields_json),
+        url=r.url, color=r.color, level=level, workflow_id=r.workflow_id,  # type: ignore[arg-type]
+        attachments=tuple(AttachmentRef(a.idx, a.filename, a.content_type, a.size, a.sha256) for a in atts),
+    )
 
 
 def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetime, postgres: bool,

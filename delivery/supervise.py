@@ -38,7 +38,7 @@ def backoff_delay(failures: int, *, first: float = BACKOFF_FIRST_S, cap: float =
     "Full jitter" over the upper half of the window: consecutive failures grow the pause, replicas
     that failed together do not retry together, and a store that comes back is used within ``cap``.
     """
-    ceiling = min(cap, first * 2 ** max(0, failures - 1))
+    ceiling = min(cap, first * 2 ** min(max(0, failures - 1), 32))
     return (rng or random).uniform(ceiling / 2, ceiling)
 
 

@@ -320,6 +320,8 @@ class DeliveryWorker:
             await self._fail(work, Permanent(f"destination disabled: {dest.disabled_reason}"), "failed")
             return True
         try:
+            if work.defect is not None:
+                raise UnreadableResult(work.defect)
             self._check_interaction(work)
             unsent = [p for p in await self._plans(work) if p.message_id is None]  # resume, never repeat
             for position, stored in enumerate(unsent):
@@ -544,6 +546,10 @@ async def _persist(run: Callable[..., Awaitable[T]], fn: Callable[..., T], *args
             delay = min(delay * 2, 2.0)
 
 
+class UnreadableResult(Exception):
+    """The store could not decode this delivery's result: handled as a crash of that delivery."""
+
+
 @dataclass(frozen=True)
 class _Delivered:
     """Every message of a delivery is out; ``last_sent`` is recorded with the delivery's end."""
@@ -553,7 +559,7 @@ class _Delivered:
 
 def _crash_reason(exc: Exception) -> str:
     """The words for an unexpected exception, as the API and the admin page show them."""
-    if isinstance(exc, AttachmentMissing):
+    if isinstance(exc, AttachmentMissing | UnreadableResult):
         return str(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
