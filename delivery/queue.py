@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 from sqlmodel import Session
 
 from delivery.ratelimit import BucketState
@@ -137,15 +137,19 @@ class DeliveryQueue(EngineStore):
         now = utcnow()
         due = select(Delivery.destination_key).where(
             Delivery.status == "pending", Delivery.next_attempt_at <= now).distinct()
-        free = [Destination.lease_owner.is_(None), Destination.lease_expires_at < now]
+        free = [Destination.lease_owner.is_(None), Destination.lease_expires_at < now,
+                Destination.lease_owner == owner]
         if dead_owners:
             free.append(Destination.lease_owner.in_(list(dead_owners)))
-        own = Destination.lease_owner == owner
-        free.append(and_(own, Destination.key.not_in(list(exclude))) if exclude else own)
+        conditions = [Destination.key.in_(due), or_(*free),
+                      or_(Destination.blocked_until.is_(None), Destination.blocked_until <= now)]
+        if exclude:
+            # Never a second task for a destination we serve, even if its lease ran out while a
+            # store outage kept the heartbeat from renewing it: that would send its message twice.
+            conditions.append(Destination.key.not_in(list(exclude)))
         query = (
             select(Destination)
-            .where(Destination.key.in_(due), or_(*free),
-                   or_(Destination.blocked_until.is_(None), Destination.blocked_until <= now))
+            .where(*conditions)
             .order_by(Destination.updated_at)
             .limit(limit)
         )

@@ -172,6 +172,8 @@ class DeliveryWorker:
             log.info("took over %d destinations of workers that are gone", taken_over,
                      extra={"owners": sorted({d.previous_owner for d in claimed if d.previous_owner in dead})})
         for dest in claimed:
+            if dest.key in self._active:  # served already (claimed again while this claim ran)
+                continue
             task = asyncio.create_task(self._serve(dest), name=f"destination:{dest.key}")
             self._active[dest.key] = task
             task.add_done_callback(self._done)
@@ -537,10 +539,12 @@ async def _persist(run: Callable[..., Awaitable[T]], fn: Callable[..., T], *args
     while True:
         try:
             return await asyncio.shield(run(fn, *args, **kwargs))
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             if waited >= PERSIST_RETRY_S:
                 raise
-            log.warning("store busy while recording a sent message; retrying", exc_info=True)
+            if waited == 0.0:  # once per message, not once per retry: an outage must not flood the log
+                log.warning("store unavailable while recording a sent message (%s); retrying for up to %.0f s",
+                            exc, PERSIST_RETRY_S)
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 2.0)
