@@ -1,8 +1,9 @@
 """Takeover: how long after a SIGKILL does an immediately restarted relay finish its predecessor's work?
 
 Run it as ``python -m bench.takeover`` (``--postgres`` adds a PostgreSQL run). ``relay serve``
-accepts 100 results for 10 webhooks (the emulator's default limits: 5 requests per 2 s per
-webhook), is SIGKILLed while it holds the destinations' leases, and a new ``relay serve`` starts
+accepts 100 results for 10 webhooks (the emulator limits each webhook to ``--per-webhook`` messages
+per 2 s, 2 by default, so most of the work is still queued when it dies), is SIGKILLed while it
+holds the destinations' leases, and a new ``relay serve`` starts
 at once on the same store. The figure is the time from the restart to the last result delivered,
 printed beside ``RELAY_LEASE_SECONDS`` (the relay used to wait that long for a dead owner's
 leases) and beside the ideal time the rate limits alone impose on the work that was left.
@@ -19,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,10 @@ WEBHOOK_BASE = 600_000_000
 TARGET_S = 10.0
 
 
+def _delivered_in_emulator(emulator: Emulator, tag: str) -> int:
+    return len({t for t in (message_tag(m) for m in emulator.messages()) if t and t.startswith(f"t{tag}-")})
+
+
 def _delivered(base: str, key: str, ids: list[str]) -> int:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
         return sum(1 for rid in ids if client.get(f"/v1/results/{rid}").json().get("status") == "delivered")
@@ -56,21 +62,26 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> dict[
             elif database_url == PG_SENTINEL:
                 database_url = stack.enter_context(postgres_database(args.postgres))
             store = prepare_store(database_url, work)
+            limit = {"requests": args.per_webhook, "per": 2.0}
+            emulator.client.put("/_emulator/rate_limits",
+                                json={"webhook": limit, "webhook_message": limit}).raise_for_status()
             settings = {"lease_seconds": args.lease, "poll_interval": 2.0}
             first = relay_proc(store, emulator, work, "a.log", **settings).start()
             procs.append(first)
             tag = secrets.token_hex(3)
-            ids = []
-            with httpx.Client(base_url=first.url, headers={"Authorization": f"Bearer {store.key}"},
-                              timeout=30) as client:
-                for i in range(args.results):
-                    hook = i % args.webhooks
-                    url = emulator.webhook_url(WEBHOOK_BASE + hook, f"takeover{tag}{hook}")
-                    resp = client.post("/v1/results", json=small_result(f"t{tag}-{i}", [{"type": "webhook",
-                                                                                          "url": url}]))
-                    ids.append(resp.json()["id"])
-            left_before = args.results - _delivered(first.url, store.key, ids)
+
+            def post(i: int) -> str:
+                hook = i % args.webhooks
+                url = emulator.webhook_url(WEBHOOK_BASE + hook, f"takeover{tag}{hook}")
+                resp = httpx.post(f"{first.url}/v1/results", headers={"Authorization": f"Bearer {store.key}"},
+                                  json=small_result(f"t{tag}-{i}", [{"type": "webhook", "url": url}]), timeout=30)
+                return str(resp.json()["id"])
+
+            # Posted at once, so most of the work is still queued behind the rate limits at the kill.
+            with ThreadPoolExecutor(16) as pool:
+                ids = list(pool.map(post, range(args.results)))
             first.kill()
+            left_before = args.results - _delivered_in_emulator(emulator, tag)
             killed = time.monotonic()
             second = relay_proc(store, emulator, work, "b.log", port=first.port, **settings).start()
             procs.append(second)
@@ -109,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.takeover", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=int, default=100)
     parser.add_argument("--webhooks", type=int, default=10)
+    parser.add_argument("--per-webhook", type=int, default=2, help="emulator limit: messages per 2 s per webhook")
     parser.add_argument("--lease", type=float, default=30.0, help="RELAY_LEASE_SECONDS (the default)")
     parser.add_argument("--postgres", nargs="?", const=DEFAULT_PG_SERVER, metavar="SERVER_URL")
     parser.add_argument("--json", type=Path)
