@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     shutdown_grace: float = 30.0
     max_delivery_crashes: int = Field(default=3, ge=1)
     loop_stall_seconds: float = Field(default=300.0, gt=0)
+    # ``relay worker`` answers /healthz and /readyz here when set (the chart sets it for its probes).
+    worker_health_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_health_host: str = "0.0.0.0"  # noqa: S104 - a probe endpoint inside the pod
     run_workers: bool = True
     retry_schedule: Annotated[list[float], NoDecode] = Field(default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE))
     retry_jitter: float = 0.2

@@ -203,6 +203,11 @@ def run_worker_process(settings: Settings) -> int:
 
         workers = await start_workers(runtime)
         transcriptions = await start_transcription_service(runtime)
+        health = None
+        if settings.worker_health_port is not None:
+            from app.probes import serve_health
+
+            health = await serve_health(runtime, settings.worker_health_host, settings.worker_health_port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, workers.stop_event.set)
@@ -214,6 +219,9 @@ def run_worker_process(settings: Settings) -> int:
         if transcriptions is not None:
             await transcriptions.stop()
         await workers.stop()
+        if health is not None:
+            health.close()
+            await health.wait_closed()
 
     asyncio.run(main())
     runtime.close()

@@ -370,3 +370,14 @@ def test_check_deploy_script_passes(tools: Tools) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "check-deploy: all checks passed" in result.stdout
+
+
+def test_split_workers_are_probed_on_their_health_port(tools: Tools) -> None:
+    docs = tools.render("--set", "mode=split", "--set", "existingSecret=relay-env", "--set", "database.external=true")
+    worker = next(d for d in docs if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-worker"))
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RELAY_WORKER_HEALTH_PORT"] == "8081"
+    assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}

@@ -23,7 +23,7 @@ from tests.conftest import result_payload, wait_for
 from tests.engine.helpers import titles
 from tests.engine.test_processes import FAST, _key, _post, _statuses, emulator, procs, store_url  # noqa: F401
 from tests.fakes.discord import DiscordEmulator, Limit, RateLimits
-from tests.support.procs import ROOT, RelayProcess, relay_env
+from tests.support.procs import ROOT, RelayProcess, free_port, relay_env
 
 pytestmark = pytest.mark.slow
 
@@ -178,3 +178,19 @@ def test_relay_worker_waits_for_an_unreachable_store_and_stops_cleanly(tmp_path:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_relay_worker_answers_its_probes(store_url, emulator, procs, tmp_path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    port = free_port()
+    worker = RelayProcess("worker", tmp_path / "w.log", **FAST, database_url=store_url,
+                          discord_api_base=emulator.api_base, worker_health_port=port,
+                          worker_health_host="127.0.0.1").start()
+    procs.append(worker)
+    wait_for(lambda: _code(f"http://127.0.0.1:{port}/readyz") == 200, timeout=30, message="worker ready")
+    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
+    assert ready["checks"] == {"store": "ok", "migrations": "ok", "workers": "ok"}
+    assert _code(f"http://127.0.0.1:{port}/elsewhere") == 404
+    code, _ = worker.terminate()
+    assert code == 0
