@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app.admin import router as admin_router
@@ -20,6 +21,7 @@ from app.api import destinations, health, metrics, progress, results, transcript
 from app.api.transcriptions import TranscriptionBodyLimit
 from app.db import ensure_schema
 from app.errors import install_error_handlers
+from app.openapi import install_openapi
 from app.results import retention_cutoffs
 from app.runtime import Runtime
 from app.settings import Settings
@@ -27,6 +29,7 @@ from app.store import utcnow
 from app.transcriptions import start_transcription_service
 from app.workers import start_workers, wire_wakeups
 from delivery.supervise import supervise
+from schemas.api import ResultIn
 
 log = logging.getLogger("relay.app")
 
@@ -78,13 +81,15 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             if runtime is None:
                 rt.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the fastapi-offline package, not a CDN: /docs works on a closed network.
+    app = FastAPIOffline(
         title="result-relay",
         version="0.1.0",
         summary="Durable delivery of workflow results to Discord.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app, [ResultIn])
     app.include_router(results.router)
     app.include_router(progress.router)
     app.include_router(destinations.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -181,6 +182,16 @@ def test_health_and_docs(relay: Relay) -> None:
     assert httpx.get(f"{relay.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{relay.url}/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["migrations"] == "ok"
-    assert httpx.get(f"{relay.url}/docs").status_code == 200
+    docs = httpx.get(f"{relay.url}/docs")
+    assert docs.status_code == 200
+    # Offline: the page loads Swagger UI from the relay itself, never from a CDN.
+    assert "cdn." not in docs.text and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        got = httpx.get(f"{relay.url}/static-offline-docs/{asset}")
+        assert got.status_code == 200 and len(got.content) > 10_000, asset
+    redoc = httpx.get(f"{relay.url}/redoc")
+    assert redoc.status_code == 200 and "cdn." not in redoc.text
     spec = httpx.get(f"{relay.url}/openapi.json").json()
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(spec)))
+    assert "ResultIn" in refs and refs <= set(spec["components"]["schemas"])  # every $ref resolves
     assert "/v1/results" in spec["paths"] and "multipart/form-data" in json.dumps(spec["paths"]["/v1/results"])
