@@ -63,6 +63,7 @@ class DestinationView:
     """A destination as the destinations page lists it (label already masked at ingest)."""
 
     key: str
+    tenant: str
     kind: str
     label: str
     disabled: bool
@@ -181,26 +182,32 @@ class AdminStore:
 
     # --- destinations ----------------------------------------------------------------------------
 
-    def destinations(self, *, disabled_only: bool = False, limit: int = 500) -> list[DestinationView]:
-        """Destinations, disabled ones first, then the most recently touched."""
+    def destinations(self, *, disabled_only: bool = False, tenant: str | None = None,
+                     limit: int = 500) -> list[DestinationView]:
+        """Destinations (of ``tenant``, or of all), disabled ones first, then the most recently touched."""
         query = select(Destination)
+        if tenant is not None:
+            query = query.where(Destination.tenant == tenant)
         if disabled_only:
             query = query.where(Destination.disabled.is_(True))
         query = query.order_by(Destination.disabled.desc(), Destination.updated_at.desc(), Destination.key)
         with self._db.session() as session:
             rows = session.scalars(query.limit(limit)).all()
         return [
-            DestinationView(key=r.key, kind=r.kind, label=r.label or r.key, disabled=r.disabled,
+            DestinationView(key=r.key, tenant=r.tenant, kind=r.kind, label=r.label or r.key, disabled=r.disabled,
                             disabled_reason=r.disabled_reason, disabled_at=as_utc(r.disabled_at),
                             updated_at=as_utc(r.updated_at))  # type: ignore[arg-type]
             for r in rows
         ]
 
-    def reenable(self, key: str) -> bool:
-        """Clear a destination's disabled flag and reason; False when no such destination exists."""
+    def reenable(self, key: str, *, tenant: str | None = None) -> bool:
+        """Clear a destination's disabled flag and reason; False when no such destination (in ``tenant``)."""
+        query = update(Destination).where(Destination.key == key)
+        if tenant is not None:
+            query = query.where(Destination.tenant == tenant)
         with self._db.session(write=True) as session:
             done = session.execute(
-                update(Destination).where(Destination.key == key)
+                query
                 .values(disabled=False, disabled_reason=None, disabled_at=None, updated_at=utcnow())
             )
             return bool(done.rowcount)  # type: ignore[attr-defined]

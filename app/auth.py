@@ -6,12 +6,13 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import ApiError
+from app.store import Producer
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="result-relay"'}
 
 
-async def require_producer(request: Request) -> str:
-    """The authenticated key's id; 401 without a valid key, 403 for a revoked one."""
+async def require_producer(request: Request) -> Producer:
+    """The authenticated key and its tenant; 401 without a valid key, 403 for a revoked one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -21,7 +22,7 @@ async def require_producer(request: Request) -> str:
     found = keys.cached(token.strip()) or await run_in_threadpool(keys.verify, token.strip())
     if found is None:
         raise ApiError(401, "unauthorized", "unknown producer key", headers=_CHALLENGE)
-    key_id, revoked = found
+    producer, revoked = found
     if revoked:
         raise ApiError(403, "forbidden", "this producer key was revoked")
-    return key_id
+    return producer

@@ -21,8 +21,9 @@ from app.destinations import InvalidDestination, Target, build_target
 from app.errors import ApiError, error_response, invalid, validation_details
 from app.secrets import Cipher
 from app.settings import Settings
-from app.store import NewAttachment, NewResult
+from app.store import NewAttachment, NewResult, Producer
 from schemas.api import DestinationIn, ResultIn, clean_filename
+from schemas.tables import DEFAULT_TENANT
 
 _FILE_PART = re.compile(r"^files\[(\d{1,4})\]$")
 MAX_FORM_PARTS = 1000
@@ -91,19 +92,26 @@ def _validate(payload: Any) -> ResultIn:
         raise invalid(validation_details(exc)) from None
 
 
-def build_targets(route: list[DestinationIn], settings: Settings, cipher: Cipher, field: str = "route") -> list[Target]:
-    """Validate a route against the relay's configuration (URL allow-list, bot token)."""
+def build_targets(route: list[DestinationIn], settings: Settings, cipher: Cipher, field: str = "route", *,
+                  tenant: str = DEFAULT_TENANT) -> list[Target]:
+    """Validate a route against the relay's configuration (URL allow-list, bot token).
+
+    A destination named twice (however its URL was written) is kept once, at its first position:
+    one result is delivered to one destination once.
+    """
+    targets: dict[tuple[str, str | None], Target] = {}
     try:
-        return [
-            build_target(dest, field=f"{field}.{i}", api_base=settings.discord_api_base, cipher=cipher,
-                         bot_token_configured=settings.discord_bot_token is not None)
-            for i, dest in enumerate(route)
-        ]
+        for i, dest in enumerate(route):
+            target = build_target(dest, field=f"{field}.{i}", api_base=settings.discord_api_base, cipher=cipher,
+                                  bot_token_configured=settings.discord_bot_token is not None, tenant=tenant)
+            # Two threads of one webhook are two destinations that share one key (and rate limit).
+            targets.setdefault((target.key, target.stored.get("thread_id")), target)
     except InvalidDestination as exc:
         raise invalid([{"field": exc.field, "message": exc.reason}]) from None
+    return list(targets.values())
 
 
-async def read_result(request: Request, *, key_id: str, settings: Settings, cipher: Cipher) -> NewResult:
+async def read_result(request: Request, *, producer: Producer, settings: Settings, cipher: Cipher) -> NewResult:
     """Parse and validate the body of ``POST /v1/results`` into what the store keeps."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     files: list[NewAttachment] = []
@@ -120,10 +128,12 @@ async def read_result(request: Request, *, key_id: str, settings: Settings, ciph
     if idem is not None and not 1 <= len(idem) <= 255:
         raise invalid([{"field": "Idempotency-Key", "message": "must be 1 to 255 characters"}], status=400)
     return NewResult(
-        key_id=key_id, idempotency_key=idem, request_hash=_canonical_hash(payload, file_digests),
+        key_id=producer.key_id, tenant=producer.tenant, idempotency_key=idem,
+        request_hash=_canonical_hash(payload, file_digests),
         workflow_id=result.workflow_id, title=result.title, summary=result.summary, body=result.body,
         fields=[f.model_dump() for f in result.fields], url=result.url, color=result.color, level=result.level,
-        metadata=result.metadata, mode=result.mode, targets=build_targets(result.route, settings, cipher),
+        metadata=result.metadata, mode=result.mode,
+        targets=build_targets(result.route, settings, cipher, tenant=producer.tenant),
         attachments=[*inline, *files],
     )
 

@@ -22,6 +22,7 @@ from app.admin import present
 from app.admin.security import LOGIN_COOKIE, SESSION_COOKIE
 from app.admin.web import AdminRoute, admin_store, page, require_admin, runtime_of
 from app.admin_store import AdminStore, ResultDetail
+from app.destinations import tenant_key
 from app.errors import ApiError
 from app.ingest import build_targets
 from app.settings import Settings
@@ -32,7 +33,7 @@ router = APIRouter(prefix="/admin", route_class=AdminRoute, dependencies=[Depend
                    include_in_schema=False)
 
 STATUSES = ("undelivered", "pending", "delivering", "delivered", "picked_up")
-FILTER_KEYS = ("status", "workflow_id", "destination", "since", "until", "q")
+FILTER_KEYS = ("status", "tenant", "workflow_id", "destination", "since", "until", "q")
 PAGE_SIZE = 50
 BODY_SHOWN = 200_000  # characters of the original body rendered on the page; the rest is downloadable
 DONE = {
@@ -72,10 +73,13 @@ def parse_filter(params: QueryParams | FormData) -> tuple[ResultFilter, dict[str
     echo["status"] = echo["status"] if echo["status"] in (*STATUSES, "all") else "undelivered"
     errors: list[str] = []
     since, until = _day(echo["since"], "From", errors), _day(echo["until"], "To", errors)
+    tenant = echo["tenant"] or None
+    destination = _destination_key(echo["destination"]) or None
     flt = ResultFilter(
+        tenant=tenant,
         status=() if echo["status"] == "all" else (echo["status"],),
         workflow_id=echo["workflow_id"] or None,
-        destination=_destination_key(echo["destination"]) or None,
+        destination=tenant_key(tenant, destination) if tenant and destination else destination,
         since=datetime.combine(since, time.min, UTC) if since else None,
         until=datetime.combine(until, time.min, UTC) + timedelta(days=1) if until else None,  # "to" is inclusive
         search=echo["q"] or None,

@@ -24,7 +24,7 @@ from app.deps import ProducerDep, RuntimeDep
 from app.errors import ApiError, error_response, invalid, validation_details
 from app.ingest import BodyLimitMiddleware, build_targets
 from app.runtime import Runtime
-from app.store import NotFound
+from app.store import NotFound, Producer
 from app.transcription_jobs import NewTranscription, TranscriptionView, request_json
 from app.transcriptions import TranscriptionStore
 from schemas.api import ErrorBody, TranscriptionAccepted, TranscriptionIn, TranscriptionOut, clean_filename
@@ -82,12 +82,12 @@ TranscriptionsDep = Annotated[TranscriptionStore, Depends(get_transcriptions)]
              responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
                         422: {"model": ErrorBody}, 501: {"model": ErrorBody}})
 async def create_transcription(
-    request: Request, runtime: RuntimeDep, key_id: ProducerDep, store: TranscriptionsDep
+    request: Request, runtime: RuntimeDep, producer: ProducerDep, store: TranscriptionsDep
 ) -> TranscriptionAccepted:
     """Store a recording durably (committed before this answers) and queue its transcription."""
     if not transcription.available():
         raise ApiError(501, "not_implemented", NOT_INSTALLED)
-    new = await read_upload(request, key_id=key_id, runtime=runtime)
+    new = await read_upload(request, producer=producer, runtime=runtime)
     tr_id = await asyncio.to_thread(store.create, new)
     service = getattr(request.app.state, "transcriptions", None)
     if service is not None:  # otherwise a `relay worker` finds the job at its next poll
@@ -96,10 +96,10 @@ async def create_transcription(
 
 
 @router.get("/{tr_id}", response_model=TranscriptionOut, responses={404: {"model": ErrorBody}})
-async def get_transcription(tr_id: str, store: TranscriptionsDep, _: ProducerDep) -> TranscriptionOut:
+async def get_transcription(tr_id: str, store: TranscriptionsDep, producer: ProducerDep) -> TranscriptionOut:
     """A job's status, progress (seconds of audio done / total), language, result id or error."""
     try:
-        view = await asyncio.to_thread(store.get, tr_id)
+        view = await asyncio.to_thread(lambda: store.get(tr_id, tenant=producer.tenant))
     except NotFound:
         raise ApiError(404, "not_found", f"no such transcription: {tr_id}") from None
     return transcription_out(view)
@@ -117,7 +117,7 @@ def transcription_out(view: TranscriptionView) -> TranscriptionOut:
         created_at=view.created_at, updated_at=view.updated_at, links=links)
 
 
-async def read_upload(request: Request, *, key_id: str, runtime: Runtime) -> NewTranscription:
+async def read_upload(request: Request, *, producer: Producer, runtime: Runtime) -> NewTranscription:
     """Parse, validate and probe an upload; every refusal names the part (``payload_json``, ``file``) and why.
 
     The cheap checks (payload, route, size) come before the probe, which reads the audio.
@@ -137,7 +137,7 @@ async def read_upload(request: Request, *, key_id: str, runtime: Runtime) -> New
         if body.model is not None and body.model != settings.whisper_model:
             raise invalid([{"field": "model", "message": f"this relay transcribes with {settings.whisper_model!r} "
                                                          "(RELAY_WHISPER_MODEL); omit model or use that"}])
-        targets = build_targets(body.route, settings, runtime.cipher)
+        targets = build_targets(body.route, settings, runtime.cipher, tenant=producer.tenant)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise invalid([{"field": "file", "message": "is required: send the audio as a file part named file"}])
@@ -159,7 +159,8 @@ async def read_upload(request: Request, *, key_id: str, runtime: Runtime) -> New
                "word_timestamps": body.word_timestamps, "model": settings.whisper_model,
                "format": info.format, "codec": info.codec}
     return NewTranscription(
-        key_id=key_id, filename=filename, content_type=(upload.content_type or "application/octet-stream")[:255],
+        key_id=producer.key_id, tenant=producer.tenant, filename=filename,
+        content_type=(upload.content_type or "application/octet-stream")[:255],
         audio=audio, duration=info.duration, options=options,
         request=request_json(targets=targets, mode=body.mode, workflow_id=body.workflow_id, title=body.title,
                              metadata=body.metadata))
