@@ -20,7 +20,7 @@ from schemas.tables import DEFAULT_TENANT
 DISCORD_HOSTS = frozenset(
     f"{prefix}{host}" for host in ("discord.com", "discordapp.com") for prefix in ("", "ptb.", "canary.")
 )
-_WEBHOOK_PATH = re.compile(r"^(?:/api(?:/v\d{1,2})?)?/webhooks/(\d{1,20})/([A-Za-z0-9_-]{1,200})/?$")
+_WEBHOOK_PATH = re.compile(r"^(?:/api(?:/v\d{1,2})?)?/webhooks/0*(\d{1,20})/([A-Za-z0-9_-]{1,200})/?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 
@@ -90,7 +90,7 @@ def parse_webhook_url(url: str, api_base: str) -> tuple[str, str, str | None]:
     )
     if under_base:
         path = parts.path[len(base.path.rstrip("/")) :]
-        match = re.fullmatch(r"/webhooks/(\d{1,20})/([A-Za-z0-9_-]{1,200})", path)
+        match = re.fullmatch(r"/webhooks/0*(\d{1,20})/([A-Za-z0-9_-]{1,200})/?", path)
     else:
         if parts.scheme != "https":
             raise ValueError("must use https")

@@ -23,6 +23,7 @@ from app.secrets import Cipher
 from app.settings import Settings
 from app.store import NewAttachment, NewResult, Producer
 from schemas.api import DestinationIn, ResultIn, clean_filename
+from schemas.bounds import MAX_ATTACHMENTS, MAX_NESTING, check_body, check_media_type
 from schemas.tables import DEFAULT_TENANT
 
 _FILE_PART = re.compile(r"^files\[(\d{1,4})\]$")
@@ -74,18 +75,25 @@ def _canonical_hash(payload: Any, files: list[tuple[str, str, str]]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _parse_json(raw: bytes | str, where: str) -> Any:
+def parse_json_object(raw: bytes | str, where: str) -> dict[str, Any]:
+    """A JSON object within the relay's bounds (``schemas.bounds``), else a 400/422 naming the field."""
     try:
-        return json.loads(raw)
+        payload = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         detail = f"line {exc.lineno} column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else (
             "is not UTF-8")
         raise ApiError(400, "invalid_json", f"{where} is not valid JSON ({detail})", {"field": where}) from None
-
-
-def _validate(payload: Any) -> ResultIn:
+    except RecursionError:
+        # The decoder recurses per level: a body this deep is refused before any field is known.
+        raise invalid([{"field": where, "message": f"is nested deeper than {MAX_NESTING} levels"}]) from None
     if not isinstance(payload, dict):
-        raise invalid([{"field": "body", "message": "must be a JSON object"}], status=400)
+        raise invalid([{"field": where, "message": "must be a JSON object"}], status=400)
+    if (problem := check_body(payload)) is not None:
+        raise invalid([{"field": problem[0], "message": problem[1]}])
+    return payload
+
+
+def _validate(payload: dict[str, Any]) -> ResultIn:
     try:
         return ResultIn.model_validate(payload)
     except ValidationError as exc:
@@ -118,11 +126,14 @@ async def read_result(request: Request, *, producer: Producer, settings: Setting
     if content_type == "multipart/form-data":
         payload, files, file_digests = await _read_multipart(request, settings)
     elif content_type in ("application/json", ""):
-        payload, file_digests = _parse_json(await request.body(), "body"), []
+        payload, file_digests = parse_json_object(await request.body(), "body"), []
     else:
         raise ApiError(415, "unsupported_media_type",
                        "send application/json or multipart/form-data with a payload_json part")
     result = _validate(payload)
+    if len(result.attachments) + len(files) > MAX_ATTACHMENTS:
+        raise invalid([{"field": "attachments", "message": f"at most {MAX_ATTACHMENTS} files per result "
+                        f"(inline and multipart together); this one has {len(result.attachments) + len(files)}"}])
     inline = [NewAttachment(a.filename, a.content_type, a.decoded()) for a in result.attachments]
     idem = request.headers.get("idempotency-key")
     if idem is not None and not 1 <= len(idem) <= 255:
@@ -146,7 +157,7 @@ async def _read_multipart(request: Request, settings: Settings) -> tuple[Any, li
         if raw is None:
             raise invalid([{"field": "payload_json", "message": "is required in a multipart request"}], status=400)
         text = raw if isinstance(raw, str) else (await raw.read()).decode("utf-8", "replace")
-        payload = _parse_json(text, "payload_json")
+        payload = parse_json_object(text, "payload_json")
         numbered: list[tuple[int, UploadFile]] = []
         for name, value in form.multi_items():
             if name == "payload_json":
@@ -158,13 +169,15 @@ async def _read_multipart(request: Request, settings: Settings) -> tuple[Any, li
             numbered.append((int(match.group(1)), value))
         files, digests = [], []
         for n, upload in sorted(numbered, key=lambda item: item[0]):
-            try:
-                filename = clean_filename(upload.filename or "")
-            except ValueError:
+            if not upload.filename:
                 raise invalid([{"field": f"files[{n}]", "message": "needs a filename in Content-Disposition"}],
-                              status=400) from None
+                              status=400)
+            try:
+                filename = clean_filename(upload.filename)
+                ctype = check_media_type(upload.content_type or "application/octet-stream")
+            except ValueError as exc:
+                raise invalid([{"field": f"files[{n}]", "message": str(exc)}]) from None
             data = await upload.read()
-            ctype = upload.content_type or "application/octet-stream"
             files.append(NewAttachment(filename, ctype, data))
             digests.append((filename, ctype, hashlib.sha256(data).hexdigest()))
         return payload, files, digests

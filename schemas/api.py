@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from schemas.bounds import MAX_ATTACHMENTS, BoundedJson, check_filename, check_media_type
+
 Snowflake = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
 Level = Literal["info", "success", "warning", "error"]
 Mode = Literal["first_success", "all"]
@@ -77,6 +79,11 @@ class AttachmentIn(_Strict):
     def _plain_name(cls, value: str) -> str:
         return clean_filename(value)
 
+    @field_validator("content_type")
+    @classmethod
+    def _media_type(cls, value: str) -> str:
+        return check_media_type(value)
+
     @field_validator("content_base64")
     @classmethod
     def _decodes(cls, value: str) -> str:
@@ -102,10 +109,10 @@ class ResultIn(_Strict):
     url: str | None = Field(default=None, max_length=2048)
     color: int | None = Field(default=None, ge=0, le=0xFFFFFF)
     level: Level | None = None
-    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=1000)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     route: list[DestinationIn] = Field(min_length=1, max_length=20)
     mode: Mode = "first_success"
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: BoundedJson = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod
@@ -223,7 +230,7 @@ class ResultContent(BaseModel):
 
 def clean_filename(name: str) -> str:
     """Keep the last path component: a filename is never a path (``../../etc/passwd`` → ``passwd``)."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip().replace("\x00", "")
+    base = check_filename(name).replace("\\", "/").rsplit("/", 1)[-1].strip()
     if base in ("", ".", ".."):
         raise ValueError("is not a usable file name")
     return base
@@ -268,7 +275,7 @@ class TranscriptionIn(_Strict):
                               description="must be the relay's configured model (RELAY_WHISPER_MODEL) when given")
     vad_filter: bool = False
     word_timestamps: bool = False
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: BoundedJson = Field(default_factory=dict)
 
 
 class TranscriptionAccepted(BaseModel):

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, QueryParams
@@ -25,6 +25,7 @@ from app.admin_store import AdminStore, ResultDetail
 from app.destinations import tenant_key
 from app.errors import ApiError
 from app.ingest import build_targets
+from app.present import attachment_download
 from app.settings import Settings
 from app.store import ResultFilter
 from schemas.api import WebhookDestination
@@ -212,11 +213,7 @@ async def attachment(request: Request, result_id: str, index: int) -> Response:
     """Download a stored file, always as an attachment (never rendered inside the admin origin)."""
     results = runtime_of(request).results
     meta = await run_in_threadpool(results.attachment, result_id, index)
-    return StreamingResponse(
-        results.stream_attachment(result_id, index, meta.size), media_type="application/octet-stream",
-        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(meta.filename)}",
-                 "Content-Length": str(meta.size), "X-Content-SHA256": meta.sha256},
-    )
+    return attachment_download(results, result_id, meta, media_type="application/octet-stream")
 
 
 @router.get("/destinations")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -15,7 +14,7 @@ from app.deps import ProducerDep, ResultsDep, RuntimeDep
 from app.destinations import tenant_key
 from app.errors import ApiError, invalid, validation_details
 from app.ingest import build_targets, read_result
-from app.present import content_out, result_out
+from app.present import attachment_download, content_out, result_out
 from app.store import ResultFilter
 from delivery.metrics import RESULTS_RECEIVED
 from schemas.api import (
@@ -111,12 +110,7 @@ async def get_content(result_id: str, results: ResultsDep, producer: ProducerDep
 async def get_attachment(result_id: str, index: int, results: ResultsDep, producer: ProducerDep) -> StreamingResponse:
     """The bytes of one attachment, streamed in pieces, with its content type and filename."""
     meta = await run_in_threadpool(lambda: results.attachment(result_id, index, tenant=producer.tenant))
-    disposition = f"attachment; filename*=UTF-8''{quote(meta.filename)}"
-    return StreamingResponse(
-        results.stream_attachment(result_id, index, meta.size), media_type=meta.content_type,
-        headers={"Content-Disposition": disposition, "Content-Length": str(meta.size),
-                 "X-Content-SHA256": meta.sha256},
-    )
+    return attachment_download(results, result_id, meta)
 
 
 @router.post("/{result_id}/ack", response_model=ResultOut, responses={404: {"model": ErrorBody}})

@@ -9,10 +9,9 @@ still enforced before the body is read, and the ``file`` part itself is checked 
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
@@ -22,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import transcription
 from app.deps import ProducerDep, RuntimeDep
 from app.errors import ApiError, error_response, invalid, validation_details
-from app.ingest import BodyLimitMiddleware, build_targets
+from app.ingest import BodyLimitMiddleware, build_targets, parse_json_object
 from app.runtime import Runtime
 from app.store import NotFound, Producer
 from app.transcription_jobs import NewTranscription, TranscriptionView, request_json
@@ -176,13 +175,7 @@ async def _text(part: str | UploadFile | None) -> str:
 
 
 def _payload(text: str) -> TranscriptionIn:
-    try:
-        raw: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"payload_json is not valid JSON (line {exc.lineno} column "
-                       f"{exc.colno}: {exc.msg})", {"field": "payload_json"}) from None
-    if not isinstance(raw, dict):
-        raise invalid([{"field": "payload_json", "message": "must be a JSON object"}], status=400)
+    raw = parse_json_object(text, "payload_json")
     try:
         return TranscriptionIn.model_validate(raw)
     except ValidationError as exc:
