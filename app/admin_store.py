@@ -7,18 +7,19 @@ from ``app.destinations.destination_label`` (masked) so no token ever reaches a 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.destinations import destination_label
 from app.results import ResultStore
 from app.store import Database, NotFound, ResultContentView, ResultFilter, ResultView, as_utc, utcnow
-from schemas.tables import ConfigEntry, Delivery, DeliveryEvent, Destination, Result
+from schemas.tables import AdminSessionRecord, ConfigEntry, Delivery, DeliveryEvent, Destination, Result
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
 CHART_HOURS = 24
@@ -125,6 +126,28 @@ class AdminStore:
                 .on_conflict_do_nothing(index_elements=["key"])
             )
             return bool(done.rowcount)  # type: ignore[attr-defined]
+
+    # --- admin sessions --------------------------------------------------------------------------
+
+    def start_session(self, session_digest: str, *, credential: str, expires_at: datetime) -> None:
+        """Record a new session (and forget expired ones, so the table stays as small as the logins)."""
+        now = utcnow()
+        with self._db.session(write=True) as session:
+            session.execute(delete(AdminSessionRecord).where(AdminSessionRecord.expires_at < now))
+            session.add(AdminSessionRecord(id=session_digest, credential=credential, created_at=now,
+                                           expires_at=expires_at))
+
+    def session_alive(self, session_digest: str, *, credential: str) -> bool:
+        """True while the session exists, has not expired and belongs to the credential in force."""
+        with self._db.session() as session:
+            row = session.get(AdminSessionRecord, session_digest)
+        return (row is not None and hmac.compare_digest(row.credential, credential)
+                and as_utc(row.expires_at) > utcnow())  # type: ignore[operator]
+
+    def end_session(self, session_digest: str) -> None:
+        """Logout: the session is gone for every replica at once."""
+        with self._db.session(write=True) as session:
+            session.execute(delete(AdminSessionRecord).where(AdminSessionRecord.id == session_digest))
 
     # --- results ---------------------------------------------------------------------------------
 

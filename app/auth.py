@@ -11,15 +11,20 @@ from app.store import Producer
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="result-relay"'}
 
 
+def bearer_token(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (the scheme in any case, RFC 7235), or None."""
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 async def require_producer(request: Request) -> Producer:
     """The authenticated key and its tenant; 401 without a valid key, 403 for a revoked one."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request)
+    if token is None:
         raise ApiError(401, "unauthorized", "missing bearer token: send Authorization: Bearer <producer key>",
                        headers=_CHALLENGE)
     keys = request.app.state.keys
-    found = keys.cached(token.strip()) or await run_in_threadpool(keys.verify, token.strip())
+    found = keys.cached(token) or await run_in_threadpool(keys.verify, token)
     if found is None:
         raise ApiError(401, "unauthorized", "unknown producer key", headers=_CHALLENGE)
     producer, revoked = found

@@ -49,7 +49,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     _out(f"result-relay listening on {base}  (API docs: {base}/docs, store: {_safe_url(settings)})")
     app = create_app(runtime=runtime)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=args.access_log,
-                            timeout_graceful_shutdown=int(settings.shutdown_grace))
+                            timeout_graceful_shutdown=int(settings.shutdown_grace),
+                            **settings.proxy_options())  # type: ignore[arg-type]
     server = DrainingServer(config)
     server.run()
     runtime.close()

@@ -187,6 +187,17 @@ class ConfigEntry(SQLModel, table=True):
     updated_at: datetime
 
 
+class AdminSessionRecord(SQLModel, table=True):
+    """A logged-in admin session. Logout deletes it, so a copied cookie dies at once on every replica."""
+
+    __tablename__ = "admin_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)  # sha256 of the session id the cookie carries
+    credential: str = Field(max_length=64)  # sha256 of the admin token it logged in with
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+
+
 class ProgressMessage(SQLModel, table=True):
     """One progress message per (workflow, destination), edited in place; only the newest state is sent."""
 

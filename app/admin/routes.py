@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, QueryParams
 
 from app.admin import present
-from app.admin.security import LOGIN_COOKIE, SESSION_COOKIE
+from app.admin.security import LOGIN_COOKIE, SESSION_COOKIE, AdminSession, end_session
 from app.admin.web import AdminRoute, admin_store, page, require_admin, runtime_of
 from app.admin_store import AdminStore, ResultDetail
 from app.destinations import tenant_key
@@ -231,8 +231,9 @@ async def reenable(request: Request, key: Annotated[str, Form()] = "") -> Respon
 
 
 @router.post("/logout")
-async def logout() -> Response:
-    """End the session in this browser."""
+async def logout(request: Request, session: Annotated[AdminSession, Depends(require_admin)]) -> Response:
+    """End the session: on the server (every replica, every copy of the cookie) and in this browser."""
+    await run_in_threadpool(end_session, runtime_of(request), session)
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/admin")
     response.delete_cookie(LOGIN_COOKIE, path="/admin/login")
