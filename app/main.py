@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
 from app.admin import router as admin_router
@@ -20,6 +21,7 @@ from app.api import destinations, health, metrics, progress, results, transcript
 from app.api.transcriptions import TranscriptionBodyLimit
 from app.db import ensure_schema
 from app.errors import install_error_handlers
+from app.openapi import install_openapi
 from app.results import retention_cutoffs
 from app.runtime import Runtime
 from app.settings import Settings
@@ -74,13 +76,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             if runtime is None:
                 rt.close()
 
-    app = FastAPI(
+    # /docs and /redoc from assets that ship in the fastapi-offline wheel: they work with no CDN,
+    # like the admin page (a relay often runs where the internet is not reachable).
+    app = FastAPIOffline(
         title="result-relay",
         version="0.1.0",
         summary="Durable delivery of workflow results to Discord.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app, settings.discord_api_base)
     app.include_router(results.router)
     app.include_router(progress.router)
     app.include_router(destinations.router)

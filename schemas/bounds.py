@@ -14,9 +14,10 @@ Media types and filenames end up in response headers, so they must be plain prin
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
 MAX_NESTING = 32
 """Levels of objects/arrays a JSON value may hold: ``{}`` is one, ``{"a": []}`` two."""
@@ -27,6 +28,11 @@ _TOKEN = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
 _MEDIA_TYPE = re.compile(rf'^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*$')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BAD_TEXT = re.compile(r"[\x00\ud800-\udfff]")
+TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*$"
+"""Every string of a body, as a JSON Schema pattern: no NUL, no unpaired surrogate."""
+MEDIA_TYPE_PATTERN = rf'^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*$'
+FILENAME_PATTERN = r"^[^\u0000-\u001f\u007f\ud800-\udfff]+$"
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
 def json_problem(value: Any, limit: int = MAX_NESTING) -> tuple[str, str] | None:
@@ -75,6 +81,19 @@ def _bounded(value: dict[str, Any]) -> dict[str, Any]:
 
 BoundedJson = Annotated[dict[str, Any], AfterValidator(_bounded)]
 """A free-form object (``metadata``) within the bounds above."""
+
+
+def _iso_only(value: object) -> object:
+    # pydantic would also read 0 or "0.5" as seconds since 1970; the contract says RFC 3339 text.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not value[:4].isdigit() or len(value) < 10:
+        raise ValueError("must be an RFC 3339 date-time such as 2026-11-23T10:00:00Z")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
+"""A date-time written as RFC 3339 text (what the schema's ``format: date-time`` promises)."""
 
 
 def check_media_type(value: str) -> str:

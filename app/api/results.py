@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -14,6 +13,7 @@ from app.deps import ProducerDep, ResultsDep, RuntimeDep
 from app.destinations import tenant_key
 from app.errors import ApiError, invalid, validation_details
 from app.ingest import build_targets, read_result
+from app.openapi import RESULT_BODY
 from app.present import attachment_download, content_out, result_out
 from app.store import ResultFilter
 from delivery.metrics import RESULTS_RECEIVED
@@ -27,25 +27,14 @@ from schemas.api import (
     ResultPage,
     ResultStatus,
 )
+from schemas.bounds import IsoDatetime
 
 router = APIRouter(prefix="/v1/results", tags=["results"],
                    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 
-_RESULT_BODY = {
-    "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/ResultIn"}},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "payload_json": {"type": "string", "description": "the JSON result (attachments may be omitted)"},
-            "files[0]": {"type": "string", "format": "binary"},
-        }, "required": ["payload_json"]}},
-    },
-    "required": True,
-}
-
-
-@router.post("", status_code=202, response_model=Accepted, openapi_extra={"requestBody": _RESULT_BODY},
+@router.post("", status_code=202, response_model=Accepted, openapi_extra={"requestBody": RESULT_BODY},
              responses={400: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody},
-                        422: {"model": ErrorBody}})
+                        415: {"model": ErrorBody}, 422: {"model": ErrorBody}})
 async def create_result(
     request: Request, runtime: RuntimeDep, producer: ProducerDep, response: Response
 ) -> Accepted:
@@ -67,7 +56,7 @@ async def list_results(
     results: ResultsDep, producer: ProducerDep,
     status: Annotated[list[ResultStatus] | None, Query(description="repeat or comma-separate")] = None,
     workflow_id: str | None = None,
-    since: datetime | None = None,
+    since: IsoDatetime | None = None,
     destination: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -106,7 +95,9 @@ async def get_content(result_id: str, results: ResultsDep, producer: ProducerDep
 
 
 @router.get("/{result_id}/attachments/{index}", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}, 404: {"model": ErrorBody}})
+            responses={200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "the file, with the content type it was stored with"},
+                       404: {"model": ErrorBody}})
 async def get_attachment(result_id: str, index: int, results: ResultsDep, producer: ProducerDep) -> StreamingResponse:
     """The bytes of one attachment, streamed in pieces, with its content type and filename."""
     meta = await run_in_threadpool(lambda: results.attachment(result_id, index, tenant=producer.tenant))

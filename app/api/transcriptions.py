@@ -22,6 +22,7 @@ import transcription
 from app.deps import ProducerDep, RuntimeDep
 from app.errors import ApiError, error_response, invalid, validation_details
 from app.ingest import BodyLimitMiddleware, build_targets, parse_json_object
+from app.openapi import TRANSCRIPTION_BODY
 from app.runtime import Runtime
 from app.store import NotFound, Producer
 from app.transcription_jobs import NewTranscription, TranscriptionView, request_json
@@ -35,16 +36,6 @@ NOT_INSTALLED = ("transcription is not available on this relay: install result-r
 
 router = APIRouter(prefix=PREFIX, tags=["transcriptions"],
                    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-
-_UPLOAD_BODY = {
-    "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
-        "payload_json": {"type": "string", "description": "TranscriptionIn as JSON: route, mode, title, options"},
-        "file": {"type": "string", "format": "binary",
-                 "description": "the recording: wav, mp3, ogg/opus, m4a, webm, flac …"},
-    }, "required": ["payload_json", "file"]}}},
-    "required": True,
-}
-
 
 class _AudioBodyLimit(BodyLimitMiddleware):
     """The body limit of upload requests, whose 413 names the setting that governs it."""
@@ -77,7 +68,8 @@ async def get_transcriptions(request: Request) -> TranscriptionStore:
 TranscriptionsDep = Annotated[TranscriptionStore, Depends(get_transcriptions)]
 
 
-@router.post("", status_code=202, response_model=TranscriptionAccepted, openapi_extra={"requestBody": _UPLOAD_BODY},
+@router.post("", status_code=202, response_model=TranscriptionAccepted,
+             openapi_extra={"requestBody": TRANSCRIPTION_BODY},
              responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
                         422: {"model": ErrorBody}, 501: {"model": ErrorBody}})
 async def create_transcription(
