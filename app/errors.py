@@ -13,6 +13,7 @@ Exception tree (the store's and validation's errors are translated here, at the 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
 
 from app.store import IdempotencyConflict, NotFound, StoreUnavailable
 
@@ -103,15 +103,15 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names the methods of the first route that matched the path only; a path
             # served by several routes (GET and DELETE /v1/results/{id}) allows all of theirs.
-            headers["Allow"] = ", ".join(allowed_methods(request))
+            headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
         return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route of the app serves at this request's path."""
-    scope = {**request.scope, "method": "GET"}
+    """Every method the API serves at this request's path, read from the app's OpenAPI document
+    (built from the same route table; FastAPI nests included routers where Starlette cannot see)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods and route.matches(scope)[0] != Match.NONE:
-            methods |= route.methods
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {m.upper() for m in operations if m in ("get", "put", "post", "delete", "patch")}
     return sorted(methods)
