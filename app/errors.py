@@ -110,8 +110,12 @@ def install_error_handlers(app: FastAPI) -> None:
 def allowed_methods(request: Request) -> list[str]:
     """Every method the API serves at this request's path, read from the app's OpenAPI document
     (built from the same route table; FastAPI nests included routers where Starlette cannot see)."""
-    methods: set[str] = set()
+    matches = []
     for template, operations in request.app.openapi().get("paths", {}).items():
         if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
-            methods |= {m.upper() for m in operations if m in ("get", "put", "post", "delete", "patch")}
-    return sorted(methods)
+            matches.append((template.count("{"), operations))
+    if not matches:
+        return []
+    # The most literal template names the path (/v1/results/redeliver, not /v1/results/{result_id}).
+    operations = min(matches, key=lambda match: match[0])[1]
+    return sorted(m.upper() for m in operations if m in ("get", "put", "post", "delete", "patch"))

@@ -72,7 +72,7 @@ RESULT_BODY = {"content": {
         {"files[0]": {"type": "string", "format": "binary"}}, ["payload_json"]),
 }, "required": True}
 TRANSCRIPTION_BODY = {"content": {"multipart/form-data": _multipart(
-    {"$ref": "#/components/schemas/TranscriptionIn"}, "route, mode, title and options as JSON",
+    {"allOf": [{"$ref": "#/components/schemas/TranscriptionIn"}]}, "route, mode, title and options as JSON",
     {"file": {"type": "string", "format": "binary", "description": "the recording: wav, mp3, ogg/opus, m4a …"}},
     ["payload_json", "file"])}, "required": True}
 

@@ -27,6 +27,7 @@ MAX_ATTACHMENTS = 100
 _TOKEN = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
 _MEDIA_TYPE = re.compile(rf'^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*$')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 _BAD_TEXT = re.compile(r"[\x00\ud800-\udfff]")
 TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*$"
 """Every string of a body, as a JSON Schema pattern: no NUL, no unpaired surrogate."""
@@ -87,7 +88,7 @@ def _iso_only(value: object) -> object:
     # pydantic would also read 0 or "0.5" as seconds since 1970; the contract says RFC 3339 text.
     if isinstance(value, datetime):
         return value
-    if not isinstance(value, str) or not value[:4].isdigit() or len(value) < 10:
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
         raise ValueError("must be an RFC 3339 date-time such as 2026-11-23T10:00:00Z")
     return value
 
