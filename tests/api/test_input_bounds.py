@@ -194,3 +194,13 @@ def test_redeliver_to_a_route_with_duplicates_delivers_once(relay: Relay) -> Non
     resp = relay.client.post(f"/v1/results/{rid}/redeliver", json={"route": route[1:], "mode": "all"})
     assert resp.status_code == 202, resp.text
     assert len(resp.json()["deliveries"]) == 1
+
+
+@pytest.mark.parametrize("since", ["0.5", "10000000.0", "1700000000"])
+def test_timestamps_are_rfc3339_text_not_seconds(relay: Relay, since: str) -> None:
+    assert relay.client.get("/v1/results", params={"since": since}).status_code == 422
+    bulk = relay.client.post("/v1/results/redeliver", json={"since": float(since)})
+    assert bulk.status_code == 422, bulk.text
+    route = [{"type": "interaction", "application_id": "1", "token": "tok", "created_at": 0}]
+    assert relay.post_result(result_payload(route=route)).status_code == 422
+    assert relay.client.get("/v1/results", params={"since": "2026-01-01T00:00:00Z"}).status_code == 200
