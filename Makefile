@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-fast test-slow lint deploy-check bench install install-dev system-deps
+.PHONY: run test test-fast test-slow lint api-fuzz deploy-check bench install install-dev system-deps
 
 run: $(VENV)/.installed
 	$(BIN)/relay serve --host $(HOST) --port $(PORT)
@@ -23,6 +23,10 @@ test-slow: $(VENV)/.installed-dev system-deps
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+
+# Schemathesis (--checks all, 100 examples per operation) against a live relay with seeded ids.
+api-fuzz: $(VENV)/.installed-dev
+	$(BIN)/python scripts/schemathesis_run.py
 
 deploy-check: $(VENV)/.installed-dev
 	VENV=$(VENV) scripts/check-deploy.sh

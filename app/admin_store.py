@@ -7,18 +7,19 @@ from ``app.destinations.destination_label`` (masked) so no token ever reaches a 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.destinations import destination_label
 from app.results import ResultStore
 from app.store import Database, NotFound, ResultContentView, ResultFilter, ResultView, as_utc, utcnow
-from schemas.tables import ConfigEntry, Delivery, DeliveryEvent, Destination, Result
+from schemas.tables import AdminSessionRecord, ConfigEntry, Delivery, DeliveryEvent, Destination, Result
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
 CHART_HOURS = 24
@@ -63,6 +64,7 @@ class DestinationView:
     """A destination as the destinations page lists it (label already masked at ingest)."""
 
     key: str
+    tenant: str
     kind: str
     label: str
     disabled: bool
@@ -125,6 +127,28 @@ class AdminStore:
             )
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
+    # --- admin sessions --------------------------------------------------------------------------
+
+    def start_session(self, session_digest: str, *, credential: str, expires_at: datetime) -> None:
+        """Record a new session (and forget expired ones, so the table stays as small as the logins)."""
+        now = utcnow()
+        with self._db.session(write=True) as session:
+            session.execute(delete(AdminSessionRecord).where(AdminSessionRecord.expires_at < now))
+            session.add(AdminSessionRecord(id=session_digest, credential=credential, created_at=now,
+                                           expires_at=expires_at))
+
+    def session_alive(self, session_digest: str, *, credential: str) -> bool:
+        """True while the session exists, has not expired and belongs to the credential in force."""
+        with self._db.session() as session:
+            row = session.get(AdminSessionRecord, session_digest)
+        return (row is not None and hmac.compare_digest(row.credential, credential)
+                and as_utc(row.expires_at) > utcnow())  # type: ignore[operator]
+
+    def end_session(self, session_digest: str) -> None:
+        """Logout: the session is gone for every replica at once."""
+        with self._db.session(write=True) as session:
+            session.execute(delete(AdminSessionRecord).where(AdminSessionRecord.id == session_digest))
+
     # --- results ---------------------------------------------------------------------------------
 
     def timeline(self, result_id: str) -> list[DeliveryTimeline]:
@@ -181,26 +205,32 @@ class AdminStore:
 
     # --- destinations ----------------------------------------------------------------------------
 
-    def destinations(self, *, disabled_only: bool = False, limit: int = 500) -> list[DestinationView]:
-        """Destinations, disabled ones first, then the most recently touched."""
+    def destinations(self, *, disabled_only: bool = False, tenant: str | None = None,
+                     limit: int = 500) -> list[DestinationView]:
+        """Destinations (of ``tenant``, or of all), disabled ones first, then the most recently touched."""
         query = select(Destination)
+        if tenant is not None:
+            query = query.where(Destination.tenant == tenant)
         if disabled_only:
             query = query.where(Destination.disabled.is_(True))
         query = query.order_by(Destination.disabled.desc(), Destination.updated_at.desc(), Destination.key)
         with self._db.session() as session:
             rows = session.scalars(query.limit(limit)).all()
         return [
-            DestinationView(key=r.key, kind=r.kind, label=r.label or r.key, disabled=r.disabled,
+            DestinationView(key=r.key, tenant=r.tenant, kind=r.kind, label=r.label or r.key, disabled=r.disabled,
                             disabled_reason=r.disabled_reason, disabled_at=as_utc(r.disabled_at),
                             updated_at=as_utc(r.updated_at))  # type: ignore[arg-type]
             for r in rows
         ]
 
-    def reenable(self, key: str) -> bool:
-        """Clear a destination's disabled flag and reason; False when no such destination exists."""
+    def reenable(self, key: str, *, tenant: str | None = None) -> bool:
+        """Clear a destination's disabled flag and reason; False when no such destination (in ``tenant``)."""
+        query = update(Destination).where(Destination.key == key)
+        if tenant is not None:
+            query = query.where(Destination.tenant == tenant)
         with self._db.session(write=True) as session:
             done = session.execute(
-                update(Destination).where(Destination.key == key)
+                query
                 .values(disabled=False, disabled_reason=None, disabled_at=None, updated_at=utcnow())
             )
             return bool(done.rowcount)  # type: ignore[attr-defined]

@@ -6,22 +6,28 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import ApiError
+from app.store import Producer
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="result-relay"'}
 
 
-async def require_producer(request: Request) -> str:
-    """The authenticated key's id; 401 without a valid key, 403 for a revoked one."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+def bearer_token(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (the scheme in any case, RFC 7235), or None."""
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def require_producer(request: Request) -> Producer:
+    """The authenticated key and its tenant; 401 without a valid key, 403 for a revoked one."""
+    token = bearer_token(request)
+    if token is None:
         raise ApiError(401, "unauthorized", "missing bearer token: send Authorization: Bearer <producer key>",
                        headers=_CHALLENGE)
     keys = request.app.state.keys
-    found = keys.cached(token.strip()) or await run_in_threadpool(keys.verify, token.strip())
+    found = keys.cached(token) or await run_in_threadpool(keys.verify, token)
     if found is None:
         raise ApiError(401, "unauthorized", "unknown producer key", headers=_CHALLENGE)
-    key_id, revoked = found
+    producer, revoked = found
     if revoked:
         raise ApiError(403, "forbidden", "this producer key was revoked")
-    return key_id
+    return producer

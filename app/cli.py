@@ -19,7 +19,8 @@ from app.db import SchemaOutdated, ensure_schema, migrate
 from app.logs import configure_logging
 from app.runtime import Runtime
 from app.settings import Settings
-from app.store import StoreUnavailable
+from app.store import StoreUnavailable, check_tenant
+from schemas.tables import DEFAULT_TENANT
 
 log = logging.getLogger("relay.cli")
 
@@ -48,7 +49,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     _out(f"result-relay listening on {base}  (API docs: {base}/docs, store: {_safe_url(settings)})")
     app = create_app(runtime=runtime)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=args.access_log,
-                            timeout_graceful_shutdown=int(settings.shutdown_grace))
+                            timeout_graceful_shutdown=int(settings.shutdown_grace),
+                            **settings.proxy_options())  # type: ignore[arg-type]
     server = DrainingServer(config)
     server.run()
     runtime.close()
@@ -93,13 +95,14 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     try:
         ensure_schema(runtime.engine, settings)
         if args.keys_cmd == "create":
-            info, clear = runtime.keys.create(name=args.name)
-            sys.stderr.write(f"created producer key {info.id} ({info.name or 'unnamed'}); it is shown once:\n")
+            info, clear = runtime.keys.create(name=args.name, tenant=args.tenant)
+            sys.stderr.write(f"created producer key {info.id} ({info.name or 'unnamed'}) of tenant {info.tenant}; "
+                             "it is shown once:\n")
             _out(clear)
         elif args.keys_cmd == "list":
             for k in runtime.keys.list():
                 state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-                _out(f"{k.id}\t{k.name}\t{k.created_at:%Y-%m-%d %H:%M}\t{state}")
+                _out(f"{k.id}\t{k.tenant}\t{k.name}\t{k.created_at:%Y-%m-%d %H:%M}\t{state}")
         else:
             if not runtime.keys.revoke(args.id):
                 log.error("no active key %s", args.id)
@@ -108,6 +111,13 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     finally:
         runtime.close()
+
+
+def _tenant(value: str) -> str:
+    try:
+        return check_tenant(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_cmd", required=True)
     create = keys_sub.add_parser("create", help="create a key; printed alone on the last line")
     create.add_argument("--name", default="")
+    create.add_argument("--tenant", type=_tenant, default=DEFAULT_TENANT,
+                        help="the tenant whose results this key reads and writes (default: default)")
     keys_sub.add_parser("list", help="list keys")
     revoke = keys_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id")

@@ -14,6 +14,7 @@ from app.auth import require_producer
 from app.results import ResultStore
 from app.runtime import Runtime
 from app.settings import Settings
+from app.store import Producer
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -34,4 +35,4 @@ async def get_results(request: Request) -> ResultStore:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ResultsDep = Annotated[ResultStore, Depends(get_results)]
-ProducerDep = Annotated[str, Depends(require_producer)]
+ProducerDep = Annotated[Producer, Depends(require_producer)]

@@ -15,11 +15,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from app.secrets import MASK, Cipher
 from schemas.api import DestinationIn, DMDestination, InteractionDestination, WebhookDestination
+from schemas.tables import DEFAULT_TENANT
 
 DISCORD_HOSTS = frozenset(
     f"{prefix}{host}" for host in ("discord.com", "discordapp.com") for prefix in ("", "ptb.", "canary.")
 )
-_WEBHOOK_PATH = re.compile(r"^(?:/api(?:/v\d{1,2})?)?/webhooks/(\d{1,20})/([A-Za-z0-9_-]{1,200})/?$")
+_WEBHOOK_PATH = re.compile(r"^(?:/api(?:/v\d{1,2})?)?/webhooks/0*(\d{1,20})/([A-Za-z0-9_-]{1,200})/?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 
 
@@ -40,6 +41,28 @@ class Target:
     kind: str
     label: str
     stored: dict[str, Any]
+    tenant: str = DEFAULT_TENANT
+
+    def of_tenant(self, tenant: str) -> Target:
+        """This destination as ``tenant``'s (a route typed on the admin page belongs to its result's tenant)."""
+        if tenant == self.tenant:
+            return self
+        return Target(key=tenant_key(tenant, public_key(self.key)), kind=self.kind, label=self.label,
+                      stored=self.stored, tenant=tenant)
+
+
+def tenant_key(tenant: str, key: str) -> str:
+    """The stored key of destination ``key`` (``webhook:<id>`` …) as seen by ``tenant``.
+
+    Destinations are per tenant, so one tenant re-enabling or filtering by a webhook never touches
+    another tenant's record of it. The default tenant keeps the bare key (rows from before tenants).
+    """
+    return key if tenant == DEFAULT_TENANT else f"{tenant}/{key}"
+
+
+def public_key(key: str) -> str:
+    """The key a tenant sees and sends back: the stored key without its tenant prefix."""
+    return key.rpartition("/")[2]
 
 
 def parse_webhook_url(url: str, api_base: str) -> tuple[str, str, str | None]:
@@ -67,7 +90,7 @@ def parse_webhook_url(url: str, api_base: str) -> tuple[str, str, str | None]:
     )
     if under_base:
         path = parts.path[len(base.path.rstrip("/")) :]
-        match = re.fullmatch(r"/webhooks/(\d{1,20})/([A-Za-z0-9_-]{1,200})", path)
+        match = re.fullmatch(r"/webhooks/0*(\d{1,20})/([A-Za-z0-9_-]{1,200})/?", path)
     else:
         if parts.scheme != "https":
             raise ValueError("must use https")
@@ -84,7 +107,9 @@ def parse_webhook_url(url: str, api_base: str) -> tuple[str, str, str | None]:
     thread = query.get("thread_id", [None])[-1]
     if thread is not None and not thread.isdigit():
         raise ValueError("thread_id must be a snowflake")
-    return match.group(1), unquote(match.group(2)), thread
+    # One webhook is one destination whichever way its URL was written: "0123" and "123" are the same
+    # snowflake (the host's case, a trailing slash and the API version are already ignored above).
+    return str(int(match.group(1))), unquote(match.group(2)), thread
 
 
 def mask_webhook(webhook_id: str) -> str:
@@ -93,9 +118,19 @@ def mask_webhook(webhook_id: str) -> str:
 
 
 def build_target(
-    dest: DestinationIn, *, field: str, api_base: str, cipher: Cipher, bot_token_configured: bool
+    dest: DestinationIn, *, field: str, api_base: str, cipher: Cipher, bot_token_configured: bool,
+    tenant: str = DEFAULT_TENANT,
 ) -> Target:
     """Validate one route entry against configuration and produce what the store keeps."""
+    target = _build_target(dest, field=field, api_base=api_base, cipher=cipher,
+                           bot_token_configured=bot_token_configured)
+    return Target(key=tenant_key(tenant, target.key), kind=target.kind, label=target.label, stored=target.stored,
+                  tenant=tenant)
+
+
+def _build_target(
+    dest: DestinationIn, *, field: str, api_base: str, cipher: Cipher, bot_token_configured: bool
+) -> Target:
     if isinstance(dest, WebhookDestination):
         try:
             webhook_id, token, url_thread = parse_webhook_url(dest.url, api_base)

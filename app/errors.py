@@ -13,6 +13,7 @@ Exception tree (the store's and validation's errors are translated here, at the 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,6 +97,25 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(err.status, err.code, err.message, err.details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path only; a path
+            # served by several routes (GET and DELETE /v1/results/{id}) allows all of theirs.
+            headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the API serves at this request's path, read from the app's OpenAPI document
+    (built from the same route table; FastAPI nests included routers where Starlette cannot see)."""
+    matches = []
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path):
+            matches.append((template.count("{"), operations))
+    if not matches:
+        return []
+    # The most literal template names the path (/v1/results/redeliver, not /v1/results/{result_id}).
+    operations = min(matches, key=lambda match: match[0])[1]
+    return sorted(m.upper() for m in operations if m in ("get", "put", "post", "delete", "patch"))

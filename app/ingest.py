@@ -21,8 +21,10 @@ from app.destinations import InvalidDestination, Target, build_target
 from app.errors import ApiError, error_response, invalid, validation_details
 from app.secrets import Cipher
 from app.settings import Settings
-from app.store import NewAttachment, NewResult
+from app.store import NewAttachment, NewResult, Producer
 from schemas.api import EMPTY_FILE, DestinationIn, ResultIn, clean_filename
+from schemas.bounds import MAX_ATTACHMENTS, MAX_NESTING, check_body, check_media_type
+from schemas.tables import DEFAULT_TENANT
 
 _FILE_PART = re.compile(r"^files\[(\d{1,4})\]$")
 MAX_FORM_PARTS = 1000
@@ -73,57 +75,76 @@ def _canonical_hash(payload: Any, files: list[tuple[str, str, str]]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _parse_json(raw: bytes | str, where: str) -> Any:
+def parse_json_object(raw: bytes | str, where: str) -> dict[str, Any]:
+    """A JSON object within the relay's bounds (``schemas.bounds``), else a 400/422 naming the field."""
     try:
-        return json.loads(raw)
+        payload = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         detail = f"line {exc.lineno} column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else (
             "is not UTF-8")
         raise ApiError(400, "invalid_json", f"{where} is not valid JSON ({detail})", {"field": where}) from None
-
-
-def _validate(payload: Any) -> ResultIn:
+    except RecursionError:
+        # The decoder recurses per level: a body this deep is refused before any field is known.
+        raise invalid([{"field": where, "message": f"is nested deeper than {MAX_NESTING} levels"}]) from None
     if not isinstance(payload, dict):
-        raise invalid([{"field": "body", "message": "must be a JSON object"}], status=400)
+        raise invalid([{"field": where, "message": "must be a JSON object"}], status=400)
+    if (problem := check_body(payload)) is not None:
+        raise invalid([{"field": problem[0], "message": problem[1]}])
+    return payload
+
+
+def _validate(payload: dict[str, Any]) -> ResultIn:
     try:
         return ResultIn.model_validate(payload)
     except ValidationError as exc:
         raise invalid(validation_details(exc)) from None
 
 
-def build_targets(route: list[DestinationIn], settings: Settings, cipher: Cipher, field: str = "route") -> list[Target]:
-    """Validate a route against the relay's configuration (URL allow-list, bot token)."""
+def build_targets(route: list[DestinationIn], settings: Settings, cipher: Cipher, field: str = "route", *,
+                  tenant: str = DEFAULT_TENANT) -> list[Target]:
+    """Validate a route against the relay's configuration (URL allow-list, bot token).
+
+    A destination named twice (however its URL was written) is kept once, at its first position:
+    one result is delivered to one destination once.
+    """
+    targets: dict[tuple[str, str | None], Target] = {}
     try:
-        return [
-            build_target(dest, field=f"{field}.{i}", api_base=settings.discord_api_base, cipher=cipher,
-                         bot_token_configured=settings.discord_bot_token is not None)
-            for i, dest in enumerate(route)
-        ]
+        for i, dest in enumerate(route):
+            target = build_target(dest, field=f"{field}.{i}", api_base=settings.discord_api_base, cipher=cipher,
+                                  bot_token_configured=settings.discord_bot_token is not None, tenant=tenant)
+            # Two threads of one webhook are two destinations that share one key (and rate limit).
+            targets.setdefault((target.key, target.stored.get("thread_id")), target)
     except InvalidDestination as exc:
         raise invalid([{"field": exc.field, "message": exc.reason}]) from None
+    return list(targets.values())
 
 
-async def read_result(request: Request, *, key_id: str, settings: Settings, cipher: Cipher) -> NewResult:
+async def read_result(request: Request, *, producer: Producer, settings: Settings, cipher: Cipher) -> NewResult:
     """Parse and validate the body of ``POST /v1/results`` into what the store keeps."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     files: list[NewAttachment] = []
     if content_type == "multipart/form-data":
         payload, files, file_digests = await _read_multipart(request, settings)
     elif content_type in ("application/json", ""):
-        payload, file_digests = _parse_json(await request.body(), "body"), []
+        payload, file_digests = parse_json_object(await request.body(), "body"), []
     else:
         raise ApiError(415, "unsupported_media_type",
                        "send application/json or multipart/form-data with a payload_json part")
     result = _validate(payload)
+    if len(result.attachments) + len(files) > MAX_ATTACHMENTS:
+        raise invalid([{"field": "attachments", "message": f"at most {MAX_ATTACHMENTS} files per result "
+                        f"(inline and multipart together); this one has {len(result.attachments) + len(files)}"}])
     inline = [NewAttachment(a.filename, a.content_type, a.decoded()) for a in result.attachments]
     idem = request.headers.get("idempotency-key")
     if idem is not None and not 1 <= len(idem) <= 255:
         raise invalid([{"field": "Idempotency-Key", "message": "must be 1 to 255 characters"}], status=400)
     return NewResult(
-        key_id=key_id, idempotency_key=idem, request_hash=_canonical_hash(payload, file_digests),
+        key_id=producer.key_id, tenant=producer.tenant, idempotency_key=idem,
+        request_hash=_canonical_hash(payload, file_digests),
         workflow_id=result.workflow_id, title=result.title, summary=result.summary, body=result.body,
         fields=[f.model_dump() for f in result.fields], url=result.url, color=result.color, level=result.level,
-        metadata=result.metadata, mode=result.mode, targets=build_targets(result.route, settings, cipher),
+        metadata=result.metadata, mode=result.mode,
+        targets=build_targets(result.route, settings, cipher, tenant=producer.tenant),
         attachments=[*inline, *files],
     )
 
@@ -136,7 +157,7 @@ async def _read_multipart(request: Request, settings: Settings) -> tuple[Any, li
         if raw is None:
             raise invalid([{"field": "payload_json", "message": "is required in a multipart request"}], status=400)
         text = raw if isinstance(raw, str) else (await raw.read()).decode("utf-8", "replace")
-        payload = _parse_json(text, "payload_json")
+        payload = parse_json_object(text, "payload_json")
         numbered: list[tuple[int, UploadFile]] = []
         for name, value in form.multi_items():
             if name == "payload_json":
@@ -148,15 +169,17 @@ async def _read_multipart(request: Request, settings: Settings) -> tuple[Any, li
             numbered.append((int(match.group(1)), value))
         files, digests = [], []
         for n, upload in sorted(numbered, key=lambda item: item[0]):
-            try:
-                filename = clean_filename(upload.filename or "")
-            except ValueError:
+            if not upload.filename:
                 raise invalid([{"field": f"files[{n}]", "message": "needs a filename in Content-Disposition"}],
-                              status=400) from None
+                              status=400)
+            try:
+                filename = clean_filename(upload.filename)
+                ctype = check_media_type(upload.content_type or "application/octet-stream")
+            except ValueError as exc:
+                raise invalid([{"field": f"files[{n}]", "message": str(exc)}]) from None
             data = await upload.read()
             if not data:
                 raise invalid([{"field": f"files[{n}]", "message": f"'{filename}' {EMPTY_FILE}"}])
-            ctype = upload.content_type or "application/octet-stream"
             files.append(NewAttachment(filename, ctype, data))
             digests.append((filename, ctype, hashlib.sha256(data).hexdigest()))
         return payload, files, digests

@@ -29,7 +29,6 @@ from app.store import utcnow
 from app.transcriptions import start_transcription_service
 from app.workers import start_workers, wire_wakeups
 from delivery.supervise import supervise
-from schemas.api import ResultIn
 
 log = logging.getLogger("relay.app")
 
@@ -81,7 +80,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             if runtime is None:
                 rt.close()
 
-    # Swagger UI and ReDoc from the fastapi-offline package, not a CDN: /docs works on a closed network.
+    # /docs and /redoc from assets that ship in the fastapi-offline wheel: they work with no CDN,
+    # like the admin page (a relay often runs where the internet is not reachable).
     app = FastAPIOffline(
         title="result-relay",
         version="0.1.0",
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    install_openapi(app, [ResultIn])
+    install_openapi(app, settings.discord_api_base)
     app.include_router(results.router)
     app.include_router(progress.router)
     app.include_router(destinations.router)

@@ -102,7 +102,7 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
                 continue
             known[(new.key_id, new.idempotency_key)] = (p.result_id, new.request_hash)
         results.append({
-            "id": p.result_id, "key_id": new.key_id, "idempotency_key": new.idempotency_key,
+            "id": p.result_id, "tenant": new.tenant, "key_id": new.key_id, "idempotency_key": new.idempotency_key,
             "request_hash": new.request_hash, "workflow_id": new.workflow_id, "title": new.title,
             "summary": new.summary, "body": new.body, "fields_json": new.fields, "url": new.url,
             "color": new.color, "level": new.level, "metadata_json": new.metadata, "mode": new.mode,
@@ -114,8 +114,8 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
                 "size": len(att.data), "sha256": hashlib.sha256(att.data).hexdigest(), "data": att.data,
             })
         for position, target in enumerate(new.targets):
-            destinations.setdefault(target.key, {"key": target.key, "kind": target.kind, "label": target.label,
-                                                 "updated_at": now})
+            destinations.setdefault(target.key, {"key": target.key, "tenant": target.tenant, "kind": target.kind,
+                                                 "label": target.label, "updated_at": now})
             first = position == 0 or new.mode == "all"
             deliveries.append({
                 "result_id": p.result_id, "generation": 1, "position": position, "destination_key": target.key,
@@ -195,7 +195,7 @@ class ResultStore:
             with self._db.session(write=True) as session:
                 now = utcnow()
                 session.add(Result(
-                    id=result_id, key_id=new.key_id, idempotency_key=new.idempotency_key,
+                    id=result_id, tenant=new.tenant, key_id=new.key_id, idempotency_key=new.idempotency_key,
                     request_hash=new.request_hash, workflow_id=new.workflow_id, title=new.title,
                     summary=new.summary, body=new.body, fields_json=new.fields, url=new.url, color=new.color,
                     level=new.level, metadata_json=new.metadata, mode=new.mode, status="pending",
@@ -241,10 +241,10 @@ class ResultStore:
                 next_attempt_at=now if first else None, created_at=now, updated_at=now,
             ))
 
-    def ack(self, result_id: str) -> ResultView:
+    def ack(self, result_id: str, *, tenant: str | None = None) -> ResultView:
         """A pickup client took the result: ``picked_up``; deliveries not yet started are cancelled."""
         with self._db.session(write=True) as session:
-            result = _get_result(session, result_id)
+            result = _get_result(session, result_id, tenant)
             now = utcnow()
             result.status, result.updated_at, result.finished_at = "picked_up", now, now
             session.execute(
@@ -255,10 +255,10 @@ class ResultStore:
         return self.get(result_id)
 
     def redeliver(self, result_id: str, *, targets: Sequence[Target] | None = None,
-                  mode: str | None = None) -> ResultView:
+                  mode: str | None = None, tenant: str | None = None) -> ResultView:
         """Queue a result again: to a new route, or to its own route resuming where it stopped."""
         with self._db.session(write=True) as session:
-            self._redeliver(session, _get_result(session, result_id), targets, mode)
+            self._redeliver(session, _get_result(session, result_id, tenant), targets, mode)
         return self.get(result_id)
 
     def _redeliver(self, session: Session, result: Result, targets: Sequence[Target] | None,
@@ -272,8 +272,10 @@ class ResultStore:
         ).all()
         if targets is None and result.status in ("delivered", "picked_up"):
             # An explicit resend of something that arrived: a fresh generation, same destinations.
-            targets = [Target(key=d.destination_key, kind=d.kind, label="", stored=d.target_json) for d in current]
+            targets = [Target(key=d.destination_key, kind=d.kind, label="", stored=d.target_json, tenant=result.tenant)
+                       for d in current]
         if targets is not None:
+            targets = [t.of_tenant(result.tenant) for t in targets]
             for old in current:
                 if old.status in ("pending", "waiting"):
                     old.status, old.next_attempt_at, old.updated_at = "cancelled", None, now
@@ -304,10 +306,10 @@ class ResultStore:
                 self._redeliver(session, result, None, None)
             return [r.id for r in rows]
 
-    def delete(self, result_id: str) -> None:
+    def delete(self, result_id: str, *, tenant: str | None = None) -> None:
         """Purge one result and everything that hangs off it."""
         with self._db.session(write=True) as session:
-            _get_result(session, result_id)
+            _get_result(session, result_id, tenant)
             _delete_results(session, [result_id])
 
     def purge(self, *, delivered_before: datetime, undelivered_before: datetime, batch: int = 500) -> int:
@@ -329,10 +331,10 @@ class ResultStore:
 
     # --- reading -------------------------------------------------------------------------------
 
-    def get(self, result_id: str) -> ResultView:
-        """One result with its current deliveries."""
+    def get(self, result_id: str, *, tenant: str | None = None) -> ResultView:
+        """One result with its current deliveries (``NotFound`` when it belongs to another tenant)."""
         with self._db.session() as session:
-            result = _get_result(session, result_id)
+            result = _get_result(session, result_id, tenant)
             return _views(session, [result])[0]
 
     def list(
@@ -356,10 +358,10 @@ class ResultStore:
             rows = session.execute(select(Result.status, func.count()).group_by(Result.status)).all()
         return {status: int(n) for status, n in rows}
 
-    def content(self, result_id: str) -> ResultContentView:
+    def content(self, result_id: str, *, tenant: str | None = None) -> ResultContentView:
         """The whole original result."""
         with self._db.session() as session:
-            r = _get_result(session, result_id)
+            r = _get_result(session, result_id, tenant)
             atts = _attachment_meta(session, [r.id]).get(r.id, [])
         return ResultContentView(
             id=r.id, workflow_id=r.workflow_id, title=r.title, summary=r.summary, body=r.body,
@@ -367,9 +369,10 @@ class ResultStore:
             metadata=dict(r.metadata_json), attachments=atts,
         )
 
-    def attachment(self, result_id: str, index: int) -> AttachmentMeta:
-        """Metadata of one attachment; ``NotFound`` if there is no such file."""
+    def attachment(self, result_id: str, index: int, *, tenant: str | None = None) -> AttachmentMeta:
+        """Metadata of one attachment; ``NotFound`` if there is no such file (or not in ``tenant``)."""
         with self._db.session() as session:
+            _get_result(session, result_id, tenant)
             for meta in _attachment_meta(session, [result_id]).get(result_id, []):
                 if meta.index == index:
                     return meta
@@ -393,14 +396,18 @@ class ResultStore:
             yield self.read_attachment(result_id, index, offset, min(STREAM_CHUNK, size - offset))
 
 
-def _get_result(session: Session, result_id: str) -> Result:
+def _get_result(session: Session, result_id: str, tenant: str | None) -> Result:
+    """The result, or ``NotFound`` — also when it belongs to another tenant, so an id of another
+    tenant answers exactly like an id that does not exist."""
     result = session.get(Result, result_id)
-    if result is None:
+    if result is None or (tenant is not None and result.tenant != tenant):
         raise NotFound(result_id)
     return result
 
 
 def _filtered(query: Select[Any], flt: ResultFilter) -> Select[Any]:
+    if flt.tenant is not None:
+        query = query.where(Result.tenant == flt.tenant)
     if flt.status:
         query = query.where(Result.status.in_(list(flt.status)))
     if flt.workflow_id:
@@ -421,7 +428,7 @@ def _filtered(query: Select[Any], flt: ResultFilter) -> Select[Any]:
 
 
 def _ensure_destination(session: Session, target: Target, now: datetime) -> None:
-    values = {"key": target.key, "kind": target.kind, "label": target.label, "updated_at": now}
+    values = {"key": target.key, "tenant": target.tenant, "kind": target.kind, "label": target.label, "updated_at": now}
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     session.execute(insert(Destination).values(**values).on_conflict_do_nothing(index_elements=["key"]))
@@ -473,7 +480,7 @@ def _views(session: Session, results: list[Result]) -> list[ResultView]:
     attachments = _attachment_meta(session, ids)
     return [
         ResultView(
-            id=r.id, status=r.status, workflow_id=r.workflow_id, title=r.title, mode=r.mode,
+            id=r.id, tenant=r.tenant, status=r.status, workflow_id=r.workflow_id, title=r.title, mode=r.mode,
             created_at=as_utc(r.created_at), updated_at=as_utc(r.updated_at),  # type: ignore[arg-type]
             generation=r.generation, deliveries=by_result.get(r.id, []), attachments=attachments.get(r.id, []),
         )

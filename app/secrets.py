@@ -19,6 +19,11 @@ MASK = "••••"
 _ENC_PREFIX = "enc:v1:"
 _WEBHOOK_TOKEN = re.compile(r"(/webhooks/\d+/)[^/?#\s\"']+")
 _BOT_HEADER = re.compile(r"(Bot\s+)[A-Za-z0-9._-]+")
+# A credential sent as a query parameter (``?token=``, ``?api_key=``, ``?access_token=``…) would
+# otherwise reach the access log verbatim: uvicorn logs every request line with its query.
+_QUERY_SECRET = re.compile(
+    r"([?&;][^=&;\s\"'#]*(?:token|key|secret|pass|auth|sig|credential|session|cookie|nonce|csrf)[^=&;\s\"'#]*=)"
+    r"[^&;\s\"'#]*", re.IGNORECASE)
 
 
 class Secret:
@@ -77,8 +82,9 @@ class Cipher:
 
 
 def redact(text: str) -> str:
-    """Replace webhook/interaction tokens in URLs and bot tokens in headers with the mask."""
+    """Replace webhook/interaction tokens in URLs, bot tokens in headers and credentials in query strings."""
     text = _WEBHOOK_TOKEN.sub(lambda m: m.group(1) + MASK, text)
+    text = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
     return _BOT_HEADER.sub(lambda m: m.group(1) + MASK, text)
 
 

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     secret_key: SecretStr | None = None
     metrics_token: SecretStr | None = None
+    # Addresses (or CIDRs) of reverse proxies whose X-Forwarded-For is believed; none by default,
+    # so the failed-login limit counts the peer address and a client cannot pick its own.
+    trusted_proxies: str = ""
 
     max_result_bytes: int = 64 * MiB
     max_attachment_bytes: int = 8 * MiB
@@ -81,6 +84,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [float(part) for part in value.split(",") if part.strip()]
         return value
+
+    def proxy_options(self) -> dict[str, object]:
+        """uvicorn's proxy settings: ``X-Forwarded-*`` is read only from ``RELAY_TRUSTED_PROXIES``."""
+        trusted = ",".join(p.strip() for p in self.trusted_proxies.split(",") if p.strip())
+        return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or ""}
 
     @property
     def is_sqlite(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -23,7 +24,7 @@ from sqlmodel import Session
 
 from app.destinations import Target
 from app.ids import new_id
-from schemas.tables import ApiKey
+from schemas.tables import DEFAULT_TENANT, ApiKey
 from store.errors import (  # re-exported: the API maps these to HTTP answers
     IdempotencyConflict as IdempotencyConflict,
 )
@@ -33,6 +34,8 @@ from store.errors import StoreUnavailable as StoreUnavailable
 from store.errors import translated
 
 ACTIVE_DELIVERY = ("pending", "waiting", "sending")
+# Tenant names appear in destination keys and on the admin page: short, lower-case, no separators.
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 FINISHED_RESULT = ("delivered", "undelivered", "picked_up")
 
 
@@ -49,6 +52,21 @@ def as_utc(value: datetime | None) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class Producer:
+    """An authenticated producer key and the tenant it belongs to: the scope of every ``/v1`` call."""
+
+    key_id: str
+    tenant: str = DEFAULT_TENANT
+
+
+def check_tenant(name: str) -> str:
+    """``name`` if it is a valid tenant name, else ``ValueError`` saying what one looks like."""
+    if not TENANT_NAME.match(name):
+        raise ValueError(f"invalid tenant {name!r}: 1-40 characters of a-z, 0-9, '_' and '-', starting alphanumeric")
+    return name
+
+
+@dataclass(frozen=True)
 class NewAttachment:
     """A file about to be stored."""
 
@@ -62,6 +80,7 @@ class NewResult:
     """Everything ``ResultStore.create`` needs, already validated."""
 
     key_id: str
+    tenant: str
     idempotency_key: str | None
     request_hash: str
     workflow_id: str | None
@@ -113,6 +132,7 @@ class ResultView:
     """A result with its current deliveries and attachment metadata."""
 
     id: str
+    tenant: str
     status: str
     workflow_id: str | None
     title: str | None
@@ -143,8 +163,9 @@ class ResultContentView:
 
 @dataclass(frozen=True)
 class ResultFilter:
-    """Filters shared by the listing, bulk redelivery and the admin page."""
+    """Filters shared by the listing, bulk redelivery and the admin page (``tenant`` None: every tenant)."""
 
+    tenant: str | None = None
     status: Sequence[str] = ()
     workflow_id: str | None = None
     since: datetime | None = None
@@ -159,6 +180,7 @@ class KeyInfo:
 
     id: str
     name: str
+    tenant: str
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
@@ -188,22 +210,37 @@ def _hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def parse_configured_key(entry: str) -> tuple[str, str]:
+    """``(tenant, key)`` of a ``RELAY_API_KEYS`` entry written ``tenant:key`` or just ``key``."""
+    tenant, sep, key = entry.partition(":")
+    if sep and TENANT_NAME.match(tenant) and key:
+        return tenant, key
+    return DEFAULT_TENANT, entry
+
+
 class KeyStore:
     """Producer keys: created here, verified in constant time, revoked, never stored in clear."""
 
     def __init__(self, db: Database, *, configured_keys: Sequence[str] = (), cache_ttl: float = 5.0) -> None:
         self._db = db
-        self._configured = [(f"env-{i}", _hash_key(k)) for i, k in enumerate(configured_keys)]
+        # A configured key's id comes from its hash, not its position: reordering RELAY_API_KEYS must
+        # never hand one key's results (stored under its id) to another key.
+        self._configured: list[tuple[Producer, str]] = []
+        for entry in configured_keys:
+            tenant, key = parse_configured_key(entry)
+            digest = _hash_key(key)
+            self._configured.append((Producer(key_id=f"env-{digest[:12]}", tenant=tenant), digest))
         # Verified keys, by hash: every request of a busy producer would otherwise cost a query.
         # A key revoked from another process keeps working here for at most ``cache_ttl`` seconds.
-        self._cache: dict[str, tuple[float, str, bool]] = {}
+        self._cache: dict[str, tuple[float, Producer, bool]] = {}
         self._cache_ttl = cache_ttl
 
-    def create(self, *, name: str = "") -> tuple[KeyInfo, str]:
-        """A new key; the clear text is returned once and never again."""
+    def create(self, *, name: str = "", tenant: str = DEFAULT_TENANT) -> tuple[KeyInfo, str]:
+        """A new key of ``tenant``; the clear text is returned once and never again."""
+        check_tenant(tenant)
         key_id = new_id("key")
         clear = f"rrk_{key_id[4:]}.{secrets.token_urlsafe(32)}"
-        row = ApiKey(id=key_id, name=name, key_hash=_hash_key(clear), created_at=utcnow())
+        row = ApiKey(id=key_id, name=name, tenant=tenant, key_hash=_hash_key(clear), created_at=utcnow())
         with self._db.session(write=True) as session:
             session.add(row)
         return _key_info(row), clear
@@ -230,15 +267,15 @@ class KeyStore:
         self._cache.clear()
         return revoked
 
-    def _configured_key(self, digest: str) -> str | None:
-        """The id of a ``RELAY_API_KEYS`` key with this hash (every one compared, in constant time)."""
+    def _configured_key(self, digest: str) -> Producer | None:
+        """The producer of a ``RELAY_API_KEYS`` key with this hash (every one compared, in constant time)."""
         found = None
-        for key_id, expected in self._configured:
+        for producer, expected in self._configured:
             if hmac.compare_digest(digest, expected):
-                found = key_id
+                found = producer
         return found
 
-    def cached(self, presented: str) -> tuple[str, bool] | None:
+    def cached(self, presented: str) -> tuple[Producer, bool] | None:
         """A recent verdict on this key, if there is one (no I/O: safe on the event loop)."""
         digest = _hash_key(presented)
         if (configured := self._configured_key(digest)) is not None:
@@ -248,8 +285,8 @@ class KeyStore:
             return None
         return hit[1], hit[2]
 
-    def verify(self, presented: str) -> tuple[str, bool] | None:
-        """``(key_id, revoked)`` for a known key, None for an unknown one. Hashes compared in constant time."""
+    def verify(self, presented: str) -> tuple[Producer, bool] | None:
+        """``(producer, revoked)`` for a known key, None for an unknown one. Hashes compared in constant time."""
         digest = _hash_key(presented)
         if (configured := self._configured_key(digest)) is not None:
             return configured, False
@@ -262,12 +299,13 @@ class KeyStore:
             return None
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (time.monotonic() + self._cache_ttl, key_id, row.revoked_at is not None)
-        return key_id, row.revoked_at is not None
+        producer = Producer(key_id=key_id, tenant=row.tenant)
+        self._cache[digest] = (time.monotonic() + self._cache_ttl, producer, row.revoked_at is not None)
+        return producer, row.revoked_at is not None
 
 
 def _key_info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(id=row.id, name=row.name, created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+    return KeyInfo(id=row.id, name=row.name, tenant=row.tenant, created_at=as_utc(row.created_at),  # type: ignore[arg-type]
                    revoked_at=as_utc(row.revoked_at), last_used_at=as_utc(row.last_used_at))
 
 

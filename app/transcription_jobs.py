@@ -28,6 +28,7 @@ class NewTranscription:
     """An accepted upload, validated and probed, about to be stored."""
 
     key_id: str
+    tenant: str
     filename: str
     content_type: str
     audio: bytes
@@ -42,6 +43,7 @@ class Job:
 
     id: str
     key_id: str
+    tenant: str
     filename: str
     attempts: int
     options: dict[str, Any]
@@ -61,7 +63,7 @@ class Job:
 
     def targets(self) -> list[Target]:
         """The route as validated at upload time (tokens already encrypted when a secret key is set)."""
-        return [Target(key=t["key"], kind=t["kind"], label=t["label"], stored=t["stored"])
+        return [Target(key=t["key"], kind=t["kind"], label=t["label"], stored=t["stored"], tenant=self.tenant)
                 for t in self.request["targets"]]
 
     def audio_suffix(self) -> str:
@@ -125,7 +127,7 @@ def _new_result(job: Job, *, title: str, summary: str, body: str | None, level: 
                 attachments: list[NewAttachment]) -> NewResult:
     req = job.request
     return NewResult(
-        key_id=job.key_id, idempotency_key=job.idempotency_key,
+        key_id=job.key_id, tenant=job.tenant, idempotency_key=job.idempotency_key,
         # Constant per job: a second attempt is a replay of the first, never an idempotency conflict,
         # even though Whisper's temperature fallback may word the transcript differently.
         request_hash=hashlib.sha256(job.idempotency_key.encode()).hexdigest(),

@@ -60,8 +60,9 @@ log = logging.getLogger("relay.transcriptions")
 
 PROGRESS_INTERVAL_S = 0.5  # at most one progress write per job per this many seconds
 AUDIO_CHUNK = 4 * 1024 * 1024  # the audio leaves the database in pieces, never as one huge read
-_CLAIMABLE_COLUMNS = (Transcription.id, Transcription.key_id, Transcription.filename, Transcription.attempts,
-                      Transcription.options_json, Transcription.request_json, Transcription.duration)
+_CLAIMABLE_COLUMNS = (Transcription.id, Transcription.key_id, Transcription.tenant, Transcription.filename,
+                      Transcription.attempts, Transcription.options_json, Transcription.request_json,
+                      Transcription.duration)
 
 
 class TranscriptionStore:
@@ -75,18 +76,21 @@ class TranscriptionStore:
         """Store a job with its audio; returns its id once the transaction has committed."""
         now = utcnow()
         row = Transcription(
-            id=new_id("tr"), key_id=new.key_id, status="queued", filename=new.filename,
+            id=new_id("tr"), key_id=new.key_id, tenant=new.tenant, status="queued", filename=new.filename,
             content_type=new.content_type, size=len(new.audio), audio=new.audio, duration=new.duration,
             options_json=new.options, request_json=new.request, created_at=now, updated_at=now)
         with self._db.session(write=True) as session:
             session.add(row)
         return row.id
 
-    def get(self, tr_id: str) -> TranscriptionView:
-        """A job's state without its audio; ``NotFound`` for an unknown id."""
+    def get(self, tr_id: str, *, tenant: str | None = None) -> TranscriptionView:
+        """A job's state without its audio; ``NotFound`` for an unknown id or one of another tenant."""
         columns = [c for c in Transcription.__table__.columns if c.name != "audio"]
+        query = select(*columns).where(Transcription.id == tr_id)
+        if tenant is not None:
+            query = query.where(Transcription.tenant == tenant)
         with self._db.session() as session:
-            row = session.execute(select(*columns).where(Transcription.id == tr_id)).first()
+            row = session.execute(query).first()
         if row is None:
             raise NotFound(tr_id)
         return TranscriptionView.from_row(row)
@@ -119,7 +123,7 @@ class TranscriptionStore:
             session.execute(update(Transcription).where(Transcription.id == row.id).values(
                 status="running", attempts=row.attempts + 1, lease_owner=owner,
                 lease_expires_at=now + _seconds(lease_s), processed=0.0, updated_at=now))
-        return Job(id=row.id, key_id=row.key_id, filename=row.filename, attempts=row.attempts + 1,
+        return Job(id=row.id, key_id=row.key_id, tenant=row.tenant, filename=row.filename, attempts=row.attempts + 1,
                    options=dict(row.options_json), request=dict(row.request_json), duration=row.duration)
 
     def write_audio(self, tr_id: str, path: Path) -> int:

@@ -13,6 +13,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from schemas.bounds import (
+    BASE64_PATTERN,
+    FILENAME_PATTERN,
+    MAX_ATTACHMENTS,
+    MEDIA_TYPE_PATTERN,
+    BoundedJson,
+    IsoDatetime,
+    check_filename,
+    check_media_type,
+)
+
 Snowflake = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
 Level = Literal["info", "success", "warning", "error"]
 Mode = Literal["first_success", "all"]
@@ -36,8 +47,8 @@ class InteractionDestination(_Strict):
 
     type: Literal["interaction"]
     application_id: Snowflake
-    token: str = Field(min_length=1, max_length=1000)
-    created_at: datetime
+    token: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
+    created_at: IsoDatetime
 
     @field_validator("created_at")
     @classmethod
@@ -62,7 +73,7 @@ class FieldIn(_Strict):
 
     name: str = Field(min_length=1, max_length=256)
     value: str = Field(min_length=1, max_length=1024)
-    inline: bool = False
+    inline: bool = Field(default=False, strict=True)
 
 
 #: Why a zero-byte file is refused at the door: Discord cannot show one, and a result that can
@@ -73,14 +84,20 @@ EMPTY_FILE = "is an empty file (0 bytes); Discord does not take empty attachment
 class AttachmentIn(_Strict):
     """A file sent inline as base64 (multipart file parts need no base64)."""
 
-    filename: str = Field(min_length=1, max_length=255)
-    content_type: str = Field(default="application/octet-stream", max_length=255)
-    content_base64: str
+    filename: str = Field(min_length=1, max_length=255, json_schema_extra={"pattern": FILENAME_PATTERN})
+    content_type: str = Field(default="application/octet-stream", max_length=255,
+                              json_schema_extra={"pattern": MEDIA_TYPE_PATTERN})
+    content_base64: str = Field(json_schema_extra={"pattern": BASE64_PATTERN})
 
     @field_validator("filename")
     @classmethod
     def _plain_name(cls, value: str) -> str:
         return clean_filename(value)
+
+    @field_validator("content_type")
+    @classmethod
+    def _media_type(cls, value: str) -> str:
+        return check_media_type(value)
 
     @field_validator("content_base64")
     @classmethod
@@ -106,13 +123,13 @@ class ResultIn(_Strict):
     summary: str | None = None
     body: str | None = None
     fields: list[FieldIn] = Field(default_factory=list, max_length=500)
-    url: str | None = Field(default=None, max_length=2048)
-    color: int | None = Field(default=None, ge=0, le=0xFFFFFF)
+    url: str | None = Field(default=None, max_length=2048, json_schema_extra={"pattern": r"^https?://"})
+    color: int | None = Field(default=None, ge=0, le=0xFFFFFF, strict=True)
     level: Level | None = None
-    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=1000)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     route: list[DestinationIn] = Field(min_length=1, max_length=20)
     mode: Mode = "first_success"
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: BoundedJson = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod
@@ -134,7 +151,7 @@ class BulkRedeliverIn(_Strict):
 
     status: Literal["undelivered", "delivered", "picked_up"] = "undelivered"
     workflow_id: str | None = None
-    since: datetime | None = None
+    since: IsoDatetime | None = None
     destination: str | None = Field(default=None, description="destination key, e.g. webhook:123")
     limit: int = Field(default=1000, ge=1, le=10000)
 
@@ -230,7 +247,7 @@ class ResultContent(BaseModel):
 
 def clean_filename(name: str) -> str:
     """Keep the last path component: a filename is never a path (``../../etc/passwd`` → ``passwd``)."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip().replace("\x00", "")
+    base = check_filename(name).replace("\\", "/").rsplit("/", 1)[-1].strip()
     if base in ("", ".", ".."):
         raise ValueError("is not a usable file name")
     return base
@@ -242,8 +259,8 @@ class ProgressIn(_Strict):
     workflow_id: str = Field(min_length=1, max_length=255)
     route: list[DestinationIn] = Field(min_length=1, max_length=20)
     stage: str = Field(default="Working", max_length=240)
-    current: float | None = Field(default=None, ge=0)
-    total: float | None = Field(default=None, gt=0)
+    current: float | None = Field(default=None, ge=0, strict=True)
+    total: float | None = Field(default=None, gt=0, strict=True)
     message: str | None = Field(default=None, max_length=3000)
 
 
@@ -273,9 +290,9 @@ class TranscriptionIn(_Strict):
     task: Literal["transcribe", "translate"] = "transcribe"
     model: str | None = Field(default=None, max_length=255,
                               description="must be the relay's configured model (RELAY_WHISPER_MODEL) when given")
-    vad_filter: bool = False
-    word_timestamps: bool = False
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    vad_filter: bool = Field(default=False, strict=True)
+    word_timestamps: bool = Field(default=False, strict=True)
+    metadata: BoundedJson = Field(default_factory=dict)
 
 
 class TranscriptionAccepted(BaseModel):

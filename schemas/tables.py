@@ -2,7 +2,8 @@
 
 Tables and why they exist (see DESIGN.md, "Data model"):
 
-- ``ApiKey``       producer credentials, hashed at rest.
+- ``ApiKey``       producer credentials, hashed at rest, each belonging to one tenant. Results,
+                   destinations and transcriptions carry their tenant: a producer sees only its own.
 - ``Result``       what a producer sent, with its status and retention deadline.
 - ``Attachment``   the producer's files, bytes stored in the database so one backup holds everything.
 - ``Destination``  one webhook / DM user / interaction: rate-limit state and the disabled flag live
@@ -21,6 +22,9 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+# Every producer key belongs to a tenant; rows written before tenants existed belong to this one.
+DEFAULT_TENANT = "default"
+
 
 class ApiKey(SQLModel, table=True):
     """A producer key: ``rrk_<id>.<secret>``; only the sha256 of the whole key is stored."""
@@ -29,6 +33,7 @@ class ApiKey(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=40)
     name: str = Field(default="", max_length=200)
+    tenant: str = Field(default=DEFAULT_TENANT, max_length=40)
     key_hash: str = Field(max_length=64)
     created_at: datetime
     revoked_at: datetime | None = None
@@ -45,9 +50,11 @@ class Result(SQLModel, table=True):
         Index("ix_results_workflow_created", "workflow_id", "created_at"),
         Index("ix_results_created", "created_at"),
         Index("ix_results_status_finished", "status", "finished_at"),
+        Index("ix_results_tenant_created", "tenant", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
+    tenant: str = Field(default=DEFAULT_TENANT, max_length=40)
     key_id: str = Field(max_length=40)
     idempotency_key: str | None = Field(default=None, max_length=255)
     request_hash: str = Field(max_length=64)
@@ -90,6 +97,7 @@ class Destination(SQLModel, table=True):
     __tablename__ = "destinations"
 
     key: str = Field(primary_key=True, max_length=120)
+    tenant: str = Field(default=DEFAULT_TENANT, max_length=40)
     kind: str = Field(max_length=16)
     label: str = Field(default="", max_length=300)
     disabled: bool = False
@@ -179,6 +187,17 @@ class ConfigEntry(SQLModel, table=True):
     updated_at: datetime
 
 
+class AdminSessionRecord(SQLModel, table=True):
+    """A logged-in admin session. Logout deletes it, so a copied cookie dies at once on every replica."""
+
+    __tablename__ = "admin_sessions"
+
+    id: str = Field(primary_key=True, max_length=64)  # sha256 of the session id the cookie carries
+    credential: str = Field(max_length=64)  # sha256 of the admin token it logged in with
+    created_at: datetime
+    expires_at: datetime = Field(index=True)
+
+
 class ProgressMessage(SQLModel, table=True):
     """One progress message per (workflow, destination), edited in place; only the newest state is sent."""
 
@@ -213,6 +232,7 @@ class Transcription(SQLModel, table=True):
     __table_args__ = (Index("ix_transcriptions_status", "status", "created_at"),)
 
     id: str = Field(primary_key=True, max_length=40)
+    tenant: str = Field(default=DEFAULT_TENANT, max_length=40)
     key_id: str = Field(max_length=40)
     status: str = Field(default="queued", max_length=16)
     filename: str = Field(max_length=255)

@@ -77,7 +77,7 @@ def make_relay(database_url: str, tmp_path: Any) -> Iterator[Callable[..., Relay
         values.update(overrides)
         settings = Settings(_env_file=None, **values)
         runtime = Runtime.build(settings)
-        server = LiveServer(create_app(runtime=runtime)).start()
+        server = LiveServer(create_app(runtime=runtime), **settings.proxy_options()).start()
         _, key = runtime.keys.create(name="test")
         client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         relay = Relay(server=server, runtime=runtime, key=key, client=client)

@@ -71,13 +71,16 @@ def test_serve_with_nothing_configured_starts_on_sqlite(tmp_path: Path) -> None:
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
     env = _env(RELAY_DATABASE_URL=f"sqlite:///{tmp_path}/k.db")
-    created = subprocess.run([*RELAY, "keys", "create", "--name", "ci"], env=env, capture_output=True, text=True,
-                             check=True)
+    created = subprocess.run([*RELAY, "keys", "create", "--name", "ci", "--tenant", "acme"], env=env,
+                             capture_output=True, text=True, check=True)
     key = created.stdout.strip().splitlines()[-1]
     assert key.startswith("rrk_")
     listed = subprocess.run([*RELAY, "keys", "list"], env=env, capture_output=True, text=True, check=True).stdout
     key_id = listed.split("\t", 1)[0]
-    assert "\tci\t" in listed and "active" in listed and key not in listed
+    assert "\tacme\tci\t" in listed and "active" in listed and key not in listed
+    bad = subprocess.run([*RELAY, "keys", "create", "--tenant", "Not A Tenant"], env=env, capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "invalid tenant" in bad.stderr
     subprocess.run([*RELAY, "keys", "revoke", key_id], env=env, check=True, capture_output=True)
     assert "revoked" in subprocess.run([*RELAY, "keys", "list"], env=env, capture_output=True, text=True).stdout
     again = subprocess.run([*RELAY, "keys", "revoke", key_id], env=env, capture_output=True, text=True)

@@ -22,8 +22,8 @@ from app.admin.security import (
     SESSION_TTL_S,
     check_token,
     credential_hash,
-    new_session_cookie,
-    read_session_cookie,
+    open_session,
+    start_session,
 )
 from app.admin.web import HERE, AdminRoute, error_page, login_limiter, page, runtime_of, safe_next
 
@@ -59,9 +59,10 @@ def _login_form(request: Request, *, status: int = 200, error: str | None = None
 @router.get("/login")
 async def login_form(request: Request, next: str = "/admin") -> Response:
     """The login form (or straight to the page when the browser already has a session)."""
-    cred = await run_in_threadpool(credential_hash, runtime_of(request))
-    if read_session_cookie(request.cookies.get(SESSION_COOKIE), cred) is not None:
+    runtime = runtime_of(request)
+    if await run_in_threadpool(open_session, runtime, request.cookies.get(SESSION_COOKIE)) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
+    cred = await run_in_threadpool(credential_hash, runtime)
     return _login_form(request, next_url=next, configured=cred is not None)
 
 
@@ -89,7 +90,7 @@ async def login(
         return _login_form(request, status=401, error="That token is not the admin token.", next_url=next,
                            configured=cred is not None)
     limiter.succeeded(client)
-    value, _ = new_session_cookie(cred)
+    value = await run_in_threadpool(start_session, runtime_of(request), cred)
     done = RedirectResponse(safe_next(next), status_code=303)
     done.set_cookie(SESSION_COOKIE, value, max_age=SESSION_TTL_S, path="/admin", httponly=True,
                         samesite="strict", secure=request.url.scheme == "https")

@@ -13,17 +13,19 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import RedirectResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, QueryParams
 
 from app.admin import present
-from app.admin.security import LOGIN_COOKIE, SESSION_COOKIE
+from app.admin.security import LOGIN_COOKIE, SESSION_COOKIE, AdminSession, end_session
 from app.admin.web import AdminRoute, admin_store, page, require_admin, runtime_of
 from app.admin_store import AdminStore, ResultDetail
+from app.destinations import tenant_key
 from app.errors import ApiError
 from app.ingest import build_targets
+from app.present import attachment_download
 from app.settings import Settings
 from app.store import ResultFilter
 from schemas.api import WebhookDestination
@@ -32,7 +34,7 @@ router = APIRouter(prefix="/admin", route_class=AdminRoute, dependencies=[Depend
                    include_in_schema=False)
 
 STATUSES = ("undelivered", "pending", "delivering", "delivered", "picked_up")
-FILTER_KEYS = ("status", "workflow_id", "destination", "since", "until", "q")
+FILTER_KEYS = ("status", "tenant", "workflow_id", "destination", "since", "until", "q")
 PAGE_SIZE = 50
 BODY_SHOWN = 200_000  # characters of the original body rendered on the page; the rest is downloadable
 DONE = {
@@ -72,10 +74,13 @@ def parse_filter(params: QueryParams | FormData) -> tuple[ResultFilter, dict[str
     echo["status"] = echo["status"] if echo["status"] in (*STATUSES, "all") else "undelivered"
     errors: list[str] = []
     since, until = _day(echo["since"], "From", errors), _day(echo["until"], "To", errors)
+    tenant = echo["tenant"] or None
+    destination = _destination_key(echo["destination"]) or None
     flt = ResultFilter(
+        tenant=tenant,
         status=() if echo["status"] == "all" else (echo["status"],),
         workflow_id=echo["workflow_id"] or None,
-        destination=_destination_key(echo["destination"]) or None,
+        destination=tenant_key(tenant, destination) if tenant and destination else destination,
         since=datetime.combine(since, time.min, UTC) if since else None,
         until=datetime.combine(until, time.min, UTC) + timedelta(days=1) if until else None,  # "to" is inclusive
         search=echo["q"] or None,
@@ -208,11 +213,7 @@ async def attachment(request: Request, result_id: str, index: int) -> Response:
     """Download a stored file, always as an attachment (never rendered inside the admin origin)."""
     results = runtime_of(request).results
     meta = await run_in_threadpool(results.attachment, result_id, index)
-    return StreamingResponse(
-        results.stream_attachment(result_id, index, meta.size), media_type="application/octet-stream",
-        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(meta.filename)}",
-                 "Content-Length": str(meta.size), "X-Content-SHA256": meta.sha256},
-    )
+    return attachment_download(results, result_id, meta, media_type="application/octet-stream")
 
 
 @router.get("/destinations")
@@ -230,8 +231,9 @@ async def reenable(request: Request, key: Annotated[str, Form()] = "") -> Respon
 
 
 @router.post("/logout")
-async def logout() -> Response:
-    """End the session in this browser."""
+async def logout(request: Request, session: Annotated[AdminSession, Depends(require_admin)]) -> Response:
+    """End the session: on the server (every replica, every copy of the cookie) and in this browser."""
+    await run_in_threadpool(end_session, runtime_of(request), session)
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/admin")
     response.delete_cookie(LOGIN_COOKIE, path="/admin/login")

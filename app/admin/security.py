@@ -2,8 +2,9 @@
 
 The credential is ``RELAY_ADMIN_TOKEN`` or, when unset, a token generated at first start whose
 sha256 lives in ``config_entries`` so every replica agrees on it. The session cookie is signed
-with a key derived from that hash: replicas verify each other's cookies without sharing state,
-and changing the token invalidates every session at once.
+with a key derived from that hash, so changing the token invalidates every session at once; and
+it names a session recorded in ``admin_sessions`` (by the sha256 of its id), so logging out ends
+the session on every replica at once, whoever copied the cookie.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from app.admin_store import AdminStore, token_digest
 from app.runtime import Runtime
@@ -54,10 +56,16 @@ def check_token(presented: str, expected_hash: str) -> bool:
 
 @dataclass(frozen=True)
 class AdminSession:
-    """A valid session: its expiry and the CSRF token every form of it must carry."""
+    """A valid session: its expiry, its id (recorded server side) and the CSRF token its forms carry."""
 
     expires_at: int
+    sid: str
     csrf: str
+
+    @property
+    def digest(self) -> str:
+        """What ``admin_sessions`` keys the session by: a stolen database holds no usable cookie."""
+        return hashlib.sha256(self.sid.encode()).hexdigest()
 
     def csrf_ok(self, presented: str | None) -> bool:
         """True when a form's hidden token is this session's (constant time)."""
@@ -74,8 +82,9 @@ def _sign(cred_hash: str, payload: str) -> str:
 
 def new_session_cookie(cred_hash: str, *, now: float | None = None) -> tuple[str, AdminSession]:
     """A fresh session (new CSRF token) and the cookie value that carries it."""
-    session = AdminSession(expires_at=int((now or time.time()) + SESSION_TTL_S), csrf=secrets.token_urlsafe(24))
-    payload = f"{session.expires_at}.{session.csrf}"
+    session = AdminSession(expires_at=int((now or time.time()) + SESSION_TTL_S), sid=secrets.token_urlsafe(24),
+                           csrf=secrets.token_urlsafe(24))
+    payload = f"{session.expires_at}.{session.sid}.{session.csrf}"
     return f"{payload}.{_sign(cred_hash, payload)}", session
 
 
@@ -84,14 +93,37 @@ def read_session_cookie(value: str | None, cred_hash: str | None, *, now: float 
     if not value or cred_hash is None:
         return None
     parts = value.split(".")
-    if len(parts) != 3 or not parts[0].isdigit():
+    if len(parts) != 4 or not parts[0].isdigit():
         return None
-    expires, csrf, signature = parts
-    if not hmac.compare_digest(signature.encode(), _sign(cred_hash, f"{expires}.{csrf}").encode()):
+    expires, sid, csrf, signature = parts
+    if not hmac.compare_digest(signature.encode(), _sign(cred_hash, f"{expires}.{sid}.{csrf}").encode()):
         return None
     if int(expires) <= (now or time.time()):
         return None
-    return AdminSession(expires_at=int(expires), csrf=csrf)
+    return AdminSession(expires_at=int(expires), sid=sid, csrf=csrf)
+
+
+def start_session(runtime: Runtime, cred_hash: str) -> str:
+    """Log in: record a new session and return the cookie value that carries it."""
+    value, session = new_session_cookie(cred_hash)
+    AdminStore(runtime.db, runtime.results).start_session(
+        session.digest, credential=cred_hash, expires_at=datetime.fromtimestamp(session.expires_at, UTC))
+    return value
+
+
+def open_session(runtime: Runtime, cookie: str | None) -> AdminSession | None:
+    """The live session a cookie names: signed by the credential in force and not logged out."""
+    cred = credential_hash(runtime)
+    session = read_session_cookie(cookie, cred)
+    if session is None or cred is None:
+        return None
+    alive = AdminStore(runtime.db, runtime.results).session_alive(session.digest, credential=cred)
+    return session if alive else None
+
+
+def end_session(runtime: Runtime, session: AdminSession) -> None:
+    """Log out: the session stops working everywhere, including for any copy of its cookie."""
+    AdminStore(runtime.db, runtime.results).end_session(session.digest)
 
 
 class LoginLimiter:

@@ -25,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from app.admin import present
-from app.admin.security import SESSION_COOKIE, AdminSession, LoginLimiter, credential_hash, read_session_cookie
+from app.admin.security import SESSION_COOKIE, AdminSession, LoginLimiter, open_session
 from app.admin_store import AdminStore
 from app.destinations import destination_label
 from app.runtime import Runtime
@@ -109,8 +109,7 @@ def safe_next(target: str | None) -> str:
 
 async def require_admin(request: Request) -> AdminSession:
     """The router-wide guard: a valid session, and on POST the session's CSRF token."""
-    cred = await run_in_threadpool(credential_hash, runtime_of(request))
-    session = read_session_cookie(request.cookies.get(SESSION_COOKIE), cred)
+    session = await run_in_threadpool(open_session, runtime_of(request), request.cookies.get(SESSION_COOKIE))
     if session is None:
         if request.method in ("GET", "HEAD"):
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")

@@ -1,4 +1,8 @@
-"""``/v1/destinations``: see which destinations are disabled (a 404 Unknown Webhook) and re-enable them."""
+"""``/v1/destinations``: see which destinations are disabled (a 404 Unknown Webhook) and re-enable them.
+
+A producer sees its own tenant's destinations only, under the keys it knows (``webhook:<id>``),
+never another tenant's record of the same webhook.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.admin_store import AdminStore, DestinationView
 from app.deps import ProducerDep, RuntimeDep
+from app.destinations import public_key, tenant_key
 from app.errors import ApiError
 from schemas.api import DestinationOut, DestinationPage, ErrorBody
 
@@ -15,23 +20,24 @@ router = APIRouter(prefix="/v1/destinations", tags=["destinations"],
 
 
 def _out(view: DestinationView) -> DestinationOut:
-    return DestinationOut(key=view.key, kind=view.kind, label=view.label, disabled=view.disabled,
+    return DestinationOut(key=public_key(view.key), kind=view.kind, label=view.label, disabled=view.disabled,
                           disabled_reason=view.disabled_reason, disabled_at=view.disabled_at)
 
 
 @router.get("", response_model=DestinationPage)
-async def list_destinations(runtime: RuntimeDep, _: ProducerDep, disabled: bool = False) -> DestinationPage:
-    """Destinations, disabled ones first; ``?disabled=true`` for the disabled ones only."""
+async def list_destinations(runtime: RuntimeDep, producer: ProducerDep, disabled: bool = False) -> DestinationPage:
+    """This tenant's destinations, disabled ones first; ``?disabled=true`` for the disabled ones only."""
     store = AdminStore(runtime.db, runtime.results)
-    views = await run_in_threadpool(lambda: store.destinations(disabled_only=disabled))
+    views = await run_in_threadpool(lambda: store.destinations(disabled_only=disabled, tenant=producer.tenant))
     return DestinationPage(items=[_out(v) for v in views])
 
 
 @router.post("/{key}/enable", response_model=DestinationOut, responses={404: {"model": ErrorBody}})
-async def enable_destination(key: str, runtime: RuntimeDep, _: ProducerDep) -> DestinationOut:
+async def enable_destination(key: str, runtime: RuntimeDep, producer: ProducerDep) -> DestinationOut:
     """Re-enable a destination disabled after a 404 (e.g. the webhook was re-created); later results use it again."""
     store = AdminStore(runtime.db, runtime.results)
-    if not await run_in_threadpool(store.reenable, key):
+    stored = tenant_key(producer.tenant, key)
+    if "/" in key or not await run_in_threadpool(lambda: store.reenable(stored, tenant=producer.tenant)):
         raise ApiError(404, "not_found", f"no such destination: {key}")
-    views = await run_in_threadpool(store.destinations)
-    return next(_out(v) for v in views if v.key == key)
+    views = await run_in_threadpool(lambda: store.destinations(tenant=producer.tenant))
+    return next(_out(v) for v in views if v.key == stored)

@@ -7,6 +7,7 @@ import hmac
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.auth import bearer_token
 from app.deps import SettingsDep
 from app.errors import ApiError
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["health"])
 async def metrics(request: Request, settings: SettingsDep) -> Response:
     """Counters, histograms and gauges of this process (cluster-internal by default)."""
     if settings.metrics_token is not None:
-        presented = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        presented = bearer_token(request) or ""
         if not hmac.compare_digest(presented.encode(), settings.metrics_token.get_secret_value().encode()):
             raise ApiError(401, "unauthorized", "send Authorization: Bearer <RELAY_METRICS_TOKEN>")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -15,9 +15,9 @@ router = APIRouter(prefix="/v1/progress", tags=["progress"],
 
 
 @router.post("", status_code=202, response_model=ProgressAccepted)
-async def post_progress(body: ProgressIn, runtime: RuntimeDep, _: ProducerDep) -> ProgressAccepted:
+async def post_progress(body: ProgressIn, runtime: RuntimeDep, producer: ProducerDep) -> ProgressAccepted:
     """Record the newest state; the relay edits the progress message when rate limits allow."""
-    targets = build_targets(body.route, runtime.settings, runtime.cipher)
+    targets = build_targets(body.route, runtime.settings, runtime.cipher, tenant=producer.tenant)
     state = body.model_dump(include={"stage", "current", "total", "message"})
     recorded, skipped = await run_in_threadpool(ProgressStore(runtime.db).record, body.workflow_id, targets, state)
     runtime.wake_workers()

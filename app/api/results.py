@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
-from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -12,9 +10,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ProducerDep, ResultsDep, RuntimeDep
+from app.destinations import tenant_key
 from app.errors import ApiError, invalid, validation_details
 from app.ingest import build_targets, read_result
-from app.present import content_out, result_out
+from app.openapi import RESULT_BODY
+from app.present import attachment_download, content_out, result_out
 from app.store import ResultFilter
 from delivery.metrics import RESULTS_RECEIVED
 from schemas.api import (
@@ -27,30 +27,19 @@ from schemas.api import (
     ResultPage,
     ResultStatus,
 )
+from schemas.bounds import IsoDatetime
 
 router = APIRouter(prefix="/v1/results", tags=["results"],
                    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 
-_RESULT_BODY = {
-    "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/ResultIn"}},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "payload_json": {"type": "string", "description": "the JSON result (attachments may be omitted)"},
-            "files[0]": {"type": "string", "format": "binary"},
-        }, "required": ["payload_json"]}},
-    },
-    "required": True,
-}
-
-
-@router.post("", status_code=202, response_model=Accepted, openapi_extra={"requestBody": _RESULT_BODY},
+@router.post("", status_code=202, response_model=Accepted, openapi_extra={"requestBody": RESULT_BODY},
              responses={400: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody},
-                        422: {"model": ErrorBody}})
+                        415: {"model": ErrorBody}, 422: {"model": ErrorBody}})
 async def create_result(
-    request: Request, runtime: RuntimeDep, key_id: ProducerDep, response: Response
+    request: Request, runtime: RuntimeDep, producer: ProducerDep, response: Response
 ) -> Accepted:
     """Store a result durably (committed before this answers) and queue its delivery."""
-    new = await read_result(request, key_id=key_id, settings=runtime.settings, cipher=runtime.cipher)
+    new = await read_result(request, producer=producer, settings=runtime.settings, cipher=runtime.cipher)
     result_id, created = await runtime.results.create_async(new)
     if created:
         RESULTS_RECEIVED.inc()
@@ -58,22 +47,23 @@ async def create_result(
         status = "pending"  # just committed: nothing can have touched it yet, no need to read it back
     else:
         response.headers["Idempotent-Replayed"] = "true"
-        status = (await run_in_threadpool(runtime.results.get, result_id)).status
+        status = (await run_in_threadpool(lambda: runtime.results.get(result_id, tenant=producer.tenant))).status
     return Accepted(id=result_id, status=status, links={"self": f"/v1/results/{result_id}"})
 
 
 @router.get("", response_model=ResultPage)
 async def list_results(
-    results: ResultsDep, _: ProducerDep,
+    results: ResultsDep, producer: ProducerDep,
     status: Annotated[list[ResultStatus] | None, Query(description="repeat or comma-separate")] = None,
     workflow_id: str | None = None,
-    since: datetime | None = None,
+    since: IsoDatetime | None = None,
     destination: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ResultPage:
     """Results newest first (pickup listing); filter by status, workflow, creation time, destination."""
-    flt = ResultFilter(status=tuple(status or ()), workflow_id=workflow_id, since=since, destination=destination)
+    flt = ResultFilter(tenant=producer.tenant, status=tuple(status or ()), workflow_id=workflow_id, since=since,
+                       destination=tenant_key(producer.tenant, destination) if destination else None)
     try:
         views, next_cursor = await run_in_threadpool(results.list, flt, cursor=cursor, limit=limit)
     except ValueError as exc:
@@ -82,10 +72,10 @@ async def list_results(
 
 
 @router.post("/redeliver", responses={422: {"model": ErrorBody}})
-async def redeliver_matching(runtime: RuntimeDep, _: ProducerDep, body: BulkRedeliverIn) -> dict:
-    """Queue again every result matching the filter (default: all undelivered)."""
-    flt = ResultFilter(status=(body.status,), workflow_id=body.workflow_id, since=body.since,
-                       destination=body.destination)
+async def redeliver_matching(runtime: RuntimeDep, producer: ProducerDep, body: BulkRedeliverIn) -> dict:
+    """Queue again every result of this tenant matching the filter (default: all undelivered)."""
+    flt = ResultFilter(tenant=producer.tenant, status=(body.status,), workflow_id=body.workflow_id, since=body.since,
+                       destination=tenant_key(producer.tenant, body.destination) if body.destination else None)
     ids = await run_in_threadpool(runtime.results.redeliver_matching, flt, limit=body.limit)
     if ids:
         runtime.wake_workers()
@@ -93,39 +83,36 @@ async def redeliver_matching(runtime: RuntimeDep, _: ProducerDep, body: BulkRede
 
 
 @router.get("/{result_id}", response_model=ResultOut, responses={404: {"model": ErrorBody}})
-async def get_result(result_id: str, results: ResultsDep, _: ProducerDep) -> ResultOut:
+async def get_result(result_id: str, results: ResultsDep, producer: ProducerDep) -> ResultOut:
     """A result's status and every delivery's state and last error (secrets masked)."""
-    return result_out(await run_in_threadpool(results.get, result_id))
+    return result_out(await run_in_threadpool(lambda: results.get(result_id, tenant=producer.tenant)))
 
 
 @router.get("/{result_id}/content", response_model=ResultContent, responses={404: {"model": ErrorBody}})
-async def get_content(result_id: str, results: ResultsDep, _: ProducerDep) -> ResultContent:
+async def get_content(result_id: str, results: ResultsDep, producer: ProducerDep) -> ResultContent:
     """The full original result: summary, body, fields, metadata, attachment list."""
-    return content_out(await run_in_threadpool(results.content, result_id))
+    return content_out(await run_in_threadpool(lambda: results.content(result_id, tenant=producer.tenant)))
 
 
 @router.get("/{result_id}/attachments/{index}", response_class=StreamingResponse,
-            responses={200: {"content": {"application/octet-stream": {}}}, 404: {"model": ErrorBody}})
-async def get_attachment(result_id: str, index: int, results: ResultsDep, _: ProducerDep) -> StreamingResponse:
+            responses={200: {"content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                             "description": "the file, with the content type it was stored with"},
+                       404: {"model": ErrorBody}})
+async def get_attachment(result_id: str, index: int, results: ResultsDep, producer: ProducerDep) -> StreamingResponse:
     """The bytes of one attachment, streamed in pieces, with its content type and filename."""
-    meta = await run_in_threadpool(results.attachment, result_id, index)
-    disposition = f"attachment; filename*=UTF-8''{quote(meta.filename)}"
-    return StreamingResponse(
-        results.stream_attachment(result_id, index, meta.size), media_type=meta.content_type,
-        headers={"Content-Disposition": disposition, "Content-Length": str(meta.size),
-                 "X-Content-SHA256": meta.sha256},
-    )
+    meta = await run_in_threadpool(lambda: results.attachment(result_id, index, tenant=producer.tenant))
+    return attachment_download(results, result_id, meta)
 
 
 @router.post("/{result_id}/ack", response_model=ResultOut, responses={404: {"model": ErrorBody}})
-async def ack_result(result_id: str, results: ResultsDep, _: ProducerDep) -> ResultOut:
+async def ack_result(result_id: str, results: ResultsDep, producer: ProducerDep) -> ResultOut:
     """A pickup client took the result: it becomes ``picked_up``."""
-    return result_out(await run_in_threadpool(results.ack, result_id))
+    return result_out(await run_in_threadpool(lambda: results.ack(result_id, tenant=producer.tenant)))
 
 
 @router.post("/{result_id}/redeliver", response_model=ResultOut, status_code=202,
              responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-async def redeliver_result(result_id: str, request: Request, runtime: RuntimeDep, _: ProducerDep) -> ResultOut:
+async def redeliver_result(result_id: str, request: Request, runtime: RuntimeDep, producer: ProducerDep) -> ResultOut:
     """Queue a result again, to its route or to a new one (``{"route": [...]}``)."""
     raw = await request.body()
     try:
@@ -135,16 +122,18 @@ async def redeliver_result(result_id: str, request: Request, runtime: RuntimeDep
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             raise ApiError(400, "invalid_json", "body is not valid JSON") from None
         raise invalid(details) from None
-    targets = build_targets(body.route, runtime.settings, runtime.cipher) if body.route else None
-    view = await run_in_threadpool(lambda: runtime.results.redeliver(result_id, targets=targets, mode=body.mode))
+    targets = (build_targets(body.route, runtime.settings, runtime.cipher, tenant=producer.tenant)
+               if body.route else None)
+    view = await run_in_threadpool(
+        lambda: runtime.results.redeliver(result_id, targets=targets, mode=body.mode, tenant=producer.tenant))
     runtime.wake_workers()
     return result_out(view)
 
 
 @router.delete("/{result_id}", status_code=204, responses={404: {"model": ErrorBody}})
-async def delete_result(result_id: str, results: ResultsDep, _: ProducerDep) -> Response:
+async def delete_result(result_id: str, results: ResultsDep, producer: ProducerDep) -> Response:
     """Purge a result and its files now."""
-    await run_in_threadpool(results.delete, result_id)
+    await run_in_threadpool(lambda: results.delete(result_id, tenant=producer.tenant))
     return Response(status_code=204)
 
 

@@ -9,10 +9,9 @@ still enforced before the body is read, and the ``file`` part itself is checked 
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
@@ -22,9 +21,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import transcription
 from app.deps import ProducerDep, RuntimeDep
 from app.errors import ApiError, error_response, invalid, validation_details
-from app.ingest import BodyLimitMiddleware, build_targets
+from app.ingest import BodyLimitMiddleware, build_targets, parse_json_object
+from app.openapi import TRANSCRIPTION_BODY
 from app.runtime import Runtime
-from app.store import NotFound
+from app.store import NotFound, Producer
 from app.transcription_jobs import NewTranscription, TranscriptionView, request_json
 from app.transcriptions import TranscriptionStore
 from schemas.api import ErrorBody, TranscriptionAccepted, TranscriptionIn, TranscriptionOut, clean_filename
@@ -36,16 +36,6 @@ NOT_INSTALLED = ("transcription is not available on this relay: install result-r
 
 router = APIRouter(prefix=PREFIX, tags=["transcriptions"],
                    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})
-
-_UPLOAD_BODY = {
-    "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
-        "payload_json": {"type": "string", "description": "TranscriptionIn as JSON: route, mode, title, options"},
-        "file": {"type": "string", "format": "binary",
-                 "description": "the recording: wav, mp3, ogg/opus, m4a, webm, flac …"},
-    }, "required": ["payload_json", "file"]}}},
-    "required": True,
-}
-
 
 class _AudioBodyLimit(BodyLimitMiddleware):
     """The body limit of upload requests, whose 413 names the setting that governs it."""
@@ -78,16 +68,17 @@ async def get_transcriptions(request: Request) -> TranscriptionStore:
 TranscriptionsDep = Annotated[TranscriptionStore, Depends(get_transcriptions)]
 
 
-@router.post("", status_code=202, response_model=TranscriptionAccepted, openapi_extra={"requestBody": _UPLOAD_BODY},
+@router.post("", status_code=202, response_model=TranscriptionAccepted,
+             openapi_extra={"requestBody": TRANSCRIPTION_BODY},
              responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody},
                         422: {"model": ErrorBody}, 501: {"model": ErrorBody}})
 async def create_transcription(
-    request: Request, runtime: RuntimeDep, key_id: ProducerDep, store: TranscriptionsDep
+    request: Request, runtime: RuntimeDep, producer: ProducerDep, store: TranscriptionsDep
 ) -> TranscriptionAccepted:
     """Store a recording durably (committed before this answers) and queue its transcription."""
     if not transcription.available():
         raise ApiError(501, "not_implemented", NOT_INSTALLED)
-    new = await read_upload(request, key_id=key_id, runtime=runtime)
+    new = await read_upload(request, producer=producer, runtime=runtime)
     tr_id = await asyncio.to_thread(store.create, new)
     service = getattr(request.app.state, "transcriptions", None)
     if service is not None:  # otherwise a `relay worker` finds the job at its next poll
@@ -96,10 +87,10 @@ async def create_transcription(
 
 
 @router.get("/{tr_id}", response_model=TranscriptionOut, responses={404: {"model": ErrorBody}})
-async def get_transcription(tr_id: str, store: TranscriptionsDep, _: ProducerDep) -> TranscriptionOut:
+async def get_transcription(tr_id: str, store: TranscriptionsDep, producer: ProducerDep) -> TranscriptionOut:
     """A job's status, progress (seconds of audio done / total), language, result id or error."""
     try:
-        view = await asyncio.to_thread(store.get, tr_id)
+        view = await asyncio.to_thread(lambda: store.get(tr_id, tenant=producer.tenant))
     except NotFound:
         raise ApiError(404, "not_found", f"no such transcription: {tr_id}") from None
     return transcription_out(view)
@@ -117,7 +108,7 @@ def transcription_out(view: TranscriptionView) -> TranscriptionOut:
         created_at=view.created_at, updated_at=view.updated_at, links=links)
 
 
-async def read_upload(request: Request, *, key_id: str, runtime: Runtime) -> NewTranscription:
+async def read_upload(request: Request, *, producer: Producer, runtime: Runtime) -> NewTranscription:
     """Parse, validate and probe an upload; every refusal names the part (``payload_json``, ``file``) and why.
 
     The cheap checks (payload, route, size) come before the probe, which reads the audio.
@@ -137,7 +128,7 @@ async def read_upload(request: Request, *, key_id: str, runtime: Runtime) -> New
         if body.model is not None and body.model != settings.whisper_model:
             raise invalid([{"field": "model", "message": f"this relay transcribes with {settings.whisper_model!r} "
                                                          "(RELAY_WHISPER_MODEL); omit model or use that"}])
-        targets = build_targets(body.route, settings, runtime.cipher)
+        targets = build_targets(body.route, settings, runtime.cipher, tenant=producer.tenant)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise invalid([{"field": "file", "message": "is required: send the audio as a file part named file"}])
@@ -159,7 +150,8 @@ async def read_upload(request: Request, *, key_id: str, runtime: Runtime) -> New
                "word_timestamps": body.word_timestamps, "model": settings.whisper_model,
                "format": info.format, "codec": info.codec}
     return NewTranscription(
-        key_id=key_id, filename=filename, content_type=(upload.content_type or "application/octet-stream")[:255],
+        key_id=producer.key_id, tenant=producer.tenant, filename=filename,
+        content_type=(upload.content_type or "application/octet-stream")[:255],
         audio=audio, duration=info.duration, options=options,
         request=request_json(targets=targets, mode=body.mode, workflow_id=body.workflow_id, title=body.title,
                              metadata=body.metadata))
@@ -175,13 +167,7 @@ async def _text(part: str | UploadFile | None) -> str:
 
 
 def _payload(text: str) -> TranscriptionIn:
-    try:
-        raw: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"payload_json is not valid JSON (line {exc.lineno} column "
-                       f"{exc.colno}: {exc.msg})", {"field": "payload_json"}) from None
-    if not isinstance(raw, dict):
-        raise invalid([{"field": "payload_json", "message": "must be a JSON object"}], status=400)
+    raw = parse_json_object(text, "payload_json")
     try:
         return TranscriptionIn.model_validate(raw)
     except ValidationError as exc:

@@ -104,8 +104,8 @@ def test_session_cookie_is_tamper_proof_expires_and_dies_with_the_credential() -
     value, session = new_session_cookie("a" * 64)
     assert read_session_cookie(value, "a" * 64) == session
     assert read_session_cookie(value, "b" * 64) is None  # token changed: everyone is logged out
-    expires, csrf, sig = value.split(".")
-    assert read_session_cookie(f"{int(expires) + 999}.{csrf}.{sig}", "a" * 64) is None
+    expires, sid, csrf, sig = value.split(".")
+    assert read_session_cookie(f"{int(expires) + 999}.{sid}.{csrf}.{sig}", "a" * 64) is None
     assert read_session_cookie(value, "a" * 64, now=time.time() + 13 * 3600) is None
     assert read_session_cookie("garbage", "a" * 64) is None and read_session_cookie(value, None) is None
     assert session.csrf_ok(session.csrf) and not session.csrf_ok("") and not session.csrf_ok(None)

@@ -37,7 +37,7 @@ DM = Target(key="dm:7", kind="dm", label="DM 7", stored={"type": "dm", "user_id"
 def new_result(n: int = 0, *, idem: str | None = None, request_hash: str | None = None, **over: Any) -> NewResult:
     """A valid result as ``read_result`` would build it."""
     values: dict[str, Any] = dict(
-        key_id="key_test", idempotency_key=idem, request_hash=request_hash or f"hash-{n}",
+        key_id="key_test", tenant="default", idempotency_key=idem, request_hash=request_hash or f"hash-{n}",
         workflow_id=f"wf_{n}", title=f"title {n}", summary="summary", body="body " * 50,
         fields=[{"name": "a", "value": "b", "inline": True}], url=None, color=None, level="info",
         metadata={"n": n}, mode="first_success", targets=[WEBHOOK, DM], attachments=(),

@@ -12,9 +12,10 @@ import uvicorn
 class LiveServer:
     """Serves an ASGI app over real HTTP for the duration of a test."""
 
-    def __init__(self, app: Any, *, timeout_graceful_shutdown: int = 5) -> None:
+    def __init__(self, app: Any, *, timeout_graceful_shutdown: int = 5, **options: Any) -> None:
+        """``options`` are more ``uvicorn.Config`` arguments (the relay's proxy options, say)."""
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on",
-                                timeout_graceful_shutdown=timeout_graceful_shutdown, access_log=False)
+                                timeout_graceful_shutdown=timeout_graceful_shutdown, access_log=False, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="live-server", daemon=True)
         self.url = ""

@@ -70,7 +70,8 @@ def add_job(runtime: Runtime, **options: Any) -> str:
     """Store a job as the API would (the bytes need not be audio for the fake engine)."""
     body = TranscriptionIn.model_validate({"route": [{"type": "webhook", "url": WEBHOOK_URL}], **options})
     targets = build_targets(body.route, runtime.settings, runtime.cipher)
-    new = NewTranscription(key_id="key_test", filename="call.ogg", content_type="audio/ogg", audio=b"fake audio",
+    new = NewTranscription(key_id="key_test", tenant="default", filename="call.ogg", content_type="audio/ogg",
+                           audio=b"fake audio",
                            duration=3.0, options=body.model_dump(include={"language", "task", "vad_filter",
                                                                           "word_timestamps"}),
                            request=request_json(targets=targets, mode=body.mode, workflow_id="wf_s",
@@ -133,7 +134,8 @@ async def test_a_result_stored_by_an_earlier_attempt_is_never_made_twice(runtime
     tr_id = add_job(runtime)
     # An earlier attempt stored its Result, then died before marking the job done.
     runtime.results.create(NewResult(
-        key_id="key_test", idempotency_key=f"transcription:{tr_id}", request_hash="x", workflow_id=None,
+        key_id="key_test", tenant="default", idempotency_key=f"transcription:{tr_id}", request_hash="x",
+        workflow_id=None,
         title="Transcript: call.ogg", summary=None, body="earlier", fields=[], url=None, color=None, level=None,
         metadata={}, mode="first_success", targets=[]))
     engine = FakeEngine(["ok"])
