@@ -202,7 +202,7 @@ class AsyncRelayClient:
             await asyncio.to_thread(self.spool.reject, entry.id, str(exc))
             return True
         except RelayUnavailable as exc:
-            await asyncio.to_thread(self.spool.release, entry.id, str(exc))
+            await asyncio.to_thread(self.spool.release, entry, str(exc))
             return False
         await asyncio.to_thread(self.spool.done, entry.id)
         return True

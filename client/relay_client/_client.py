@@ -223,7 +223,7 @@ class RelayClient:
             self.spool.reject(entry.id, str(exc))
             return True  # handled (reported); the next entry may well go
         except RelayUnavailable as exc:
-            self.spool.release(entry.id, str(exc))
+            self.spool.release(entry, str(exc))
             return False
         self.spool.done(entry.id)
         return True
@@ -264,8 +264,9 @@ class RelayClient:
             if entry is not None:
                 try:
                     went = self._send_entry(entry, self._stop)
-                except Exception:
+                except Exception as exc:  # the thread's outermost boundary: keep it, and the entry, alive
                     log.exception("spool flusher failed on entry %d; it stays spooled", entry.id)
+                    self.spool.release(entry, repr(exc))
                     went = False
                 if went:
                     attempt = 0

@@ -89,6 +89,7 @@ class SpoolEntry:
     files: list[FileSpec]
     created_at: float
     attempts: int
+    claim: str
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,10 @@ class Spool:
 
     def _claimable(self, row: sqlite3.Row | tuple[Any, ...], now: float) -> bool:
         owner, host, pid, lease_until = row
-        if owner is None or owner == self._owner or lease_until is None or lease_until < now:
+        if owner is None or lease_until is None or lease_until < now:
             return True
+        # Claims are per call, not per process: the flusher thread and a flush() in the same
+        # process must not both hold one entry. A claim of a dead process on this host is free.
         return bool(host == self._host and pid != self._pid and not _pid_alive(int(pid)))
 
     def claim(self) -> SpoolEntry | None:
@@ -196,16 +199,17 @@ class Spool:
             chosen = next((r[0] for r in rows if self._claimable(r[1:], now)), None)
             if chosen is None:
                 return None
+            claim = f"{self._owner}:{uuid.uuid4().hex[:8]}"
             db.execute("UPDATE entries SET owner = ?, owner_host = ?, owner_pid = ?, lease_until = ?, "
                        "attempts = attempts + 1 WHERE id = ?",
-                       (self._owner, self._host, self._pid, now + LEASE_S, chosen))
+                       (claim, self._host, self._pid, now + LEASE_S, chosen))
             key, payload, created, attempts = db.execute(
                 "SELECT idempotency_key, payload, created_at, attempts FROM entries WHERE id = ?",
                 (chosen,)).fetchone()
             files = [FileSpec(name, ctype, _SpoolFileSource(self, chosen, n, size))  # type: ignore[arg-type]
                      for n, name, ctype, size in db.execute(
                          "SELECT n, name, content_type, size FROM files WHERE entry_id = ? ORDER BY n", (chosen,))]
-        return SpoolEntry(chosen, key, json.loads(payload), files, created, attempts)
+        return SpoolEntry(chosen, key, json.loads(payload), files, created, attempts, claim)
 
     def _expire(self, db: sqlite3.Connection, now: float) -> None:
         old = db.execute("SELECT id, idempotency_key, created_at FROM entries WHERE state = 'pending' "
@@ -221,11 +225,11 @@ class Spool:
             db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
         self._sent += 1
 
-    def release(self, entry_id: int, error: str) -> None:
+    def release(self, entry: SpoolEntry, error: str) -> None:
         """Sending failed for now: let anyone (this flusher after its backoff, included) take it again."""
         with self._tx() as db:
             db.execute("UPDATE entries SET owner = NULL, lease_until = NULL, last_error = ? WHERE id = ? "
-                       "AND owner = ?", (error[:1000], entry_id, self._owner))
+                       "AND owner = ?", (error[:1000], entry.id, entry.claim))
 
     def reject(self, entry_id: int, error: str) -> None:
         """The relay refused it for good (4xx): keep it as ``rejected`` and say so loudly."""
