@@ -215,7 +215,10 @@ class AsyncRelayClient:
         while time.monotonic() < deadline:
             entry = await asyncio.to_thread(self.spool.claim)
             if entry is None:
-                break
+                if not await asyncio.to_thread(self.spool.in_flight_here):
+                    break
+                await asyncio.sleep(0.05)  # the flusher task is sending one: wait until all have gone
+                continue
             if await self._send_entry(entry):
                 sent, attempt = sent + 1, 0
                 continue

@@ -236,7 +236,10 @@ class RelayClient:
         while time.monotonic() < deadline:
             entry = self.spool.claim()
             if entry is None:
-                break
+                if not self.spool.in_flight_here():
+                    break
+                time.sleep(0.05)  # the flusher thread is sending one: flush() means "all of them have gone"
+                continue
             if self._send_entry(entry, None):
                 sent += 1
                 attempt = 0

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, NotRequired, Required, TypedDict
+from typing import Any, Literal, TypedDict
 
 
-class WebhookRoute(TypedDict, total=False):
+class _WebhookRequired(TypedDict):
+    type: Literal["webhook"]
+    url: str
+
+
+class WebhookRoute(_WebhookRequired, total=False):
     """``{"type": "webhook", "url": ..., "thread_id": ...}``."""
 
-    type: Required[Literal["webhook"]]
-    url: Required[str]
     thread_id: str
 
 
@@ -40,23 +43,34 @@ class InteractionRoute(TypedDict):
 Destination = WebhookRoute | DMRoute | InteractionRoute
 
 
-class Field(TypedDict):
-    """An embed field of the relay's own rendering."""
-
+class _FieldRequired(TypedDict):
     name: str
     value: str
-    inline: NotRequired[bool]
 
 
-class Attachment(TypedDict):
-    """A file inline as base64 (``files=`` sends it as multipart instead, without base64)."""
+class Field(_FieldRequired, total=False):
+    """An embed field of the relay's own rendering."""
 
+    inline: bool
+
+
+class _AttachmentRequired(TypedDict):
     filename: str
-    content_type: NotRequired[str]
     content_base64: str
 
 
-class Result(TypedDict, total=False):
+class Attachment(_AttachmentRequired, total=False):
+    """A file inline as base64 (``files=`` sends it as multipart instead, without base64)."""
+
+    content_type: str
+
+
+class _ResultRequired(TypedDict):
+    # Required keys sit in a base class: ``Required[]`` is lost to string annotations at runtime.
+    route: list[Destination]
+
+
+class Result(_ResultRequired, total=False):
     """The body of ``POST /v1/results``; ``route`` is the only required key."""
 
     workflow_id: str
@@ -67,10 +81,7 @@ class Result(TypedDict, total=False):
     url: str
     color: int
     level: Literal["info", "success", "warning", "error"]
-    content: str
-    embeds: list[dict[str, Any]]
     attachments: list[Attachment]
-    route: Required[list[Destination]]
     mode: Literal["first_success", "all"]
     metadata: dict[str, Any]
 
@@ -98,9 +109,9 @@ class Receipt:
 class LastError:
     """Why a delivery last failed, in Discord's terms."""
 
-    http_status: int | None
-    discord_code: int | None
-    message: str | None
+    http_status: int | None = None
+    discord_code: int | None = None
+    message: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LastError:

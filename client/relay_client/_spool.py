@@ -211,6 +211,14 @@ class Spool:
                          "SELECT n, name, content_type, size FROM files WHERE entry_id = ? ORDER BY n", (chosen,))]
         return SpoolEntry(chosen, key, json.loads(payload), files, created, attempts, claim)
 
+    def in_flight_here(self) -> int:
+        """Pending entries that this process is sending right now (its flusher thread, say)."""
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM entries WHERE state = 'pending' AND owner_pid = ? "
+                                   "AND owner_host = ? AND lease_until >= ?",
+                                   (self._pid, self._host, time.time())).fetchone()
+        return int(row[0])
+
     def _expire(self, db: sqlite3.Connection, now: float) -> None:
         old = db.execute("SELECT id, idempotency_key, created_at FROM entries WHERE state = 'pending' "
                          "AND created_at < ?", (now - self.max_age,)).fetchall()
