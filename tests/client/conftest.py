@@ -47,9 +47,9 @@ def start_relay(tmp: Path, discord: DiscordEmulator, **settings: object) -> Live
     return LiveRelay(proc, discord, key, hook_id, hook_url)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRelay]:
-    """One relay and emulator for a module's tests (each test uses its own webhook)."""
+    """One relay and emulator for the client's tests (each test uses its own webhook, so none sees another's)."""
     with DiscordEmulator(bot_token="bot") as discord:
         relay = start_relay(tmp_path_factory.mktemp("relay"), discord)
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Callable
@@ -162,7 +163,6 @@ def test_spooled_while_unreachable_then_flushed_on_open(live: LiveRelay, dead_ur
     attachment.unlink()  # copied into the spool: the caller may delete its files
     with _client(live, spool=spool, flush_interval=0.1) as up:  # opening on a non-empty spool flushes it
         wait_for(lambda: (s := up.stats()) is not None and s.pending == 0, message="the flusher")
-    titles = [m.payload["embeds"][0]["title"] for m in live.discord.messages(hook_id)]
     wait_for(lambda: len(live.discord.messages(hook_id)) == 3, message="three deliveries")
     titles = [m.payload["embeds"][0]["title"] for m in live.discord.messages(hook_id)]
     assert sorted(titles) == ["spooled 0", "spooled 1", "spooled 2"]
@@ -223,8 +223,6 @@ async def test_async_client(live: LiveRelay, dead_url: str, tmp_path: Path) -> N
             stats = await up.stats()
             if stats is not None and stats.pending == 0:
                 break
-            import asyncio
-
             await asyncio.sleep(0.1)
     wait_for(lambda: len(live.discord.messages(hook_id)) == 2, message="both async results")
 
