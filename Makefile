@@ -46,6 +46,7 @@ bench: $(VENV)/.installed-dev
 	-$(BIN)/python -m bench.render
 	-$(BIN)/python -m bench.delivery
 	-$(BIN)/python -m bench.chaos
+	-$(BIN)/python -m bench.takeover
 	-$(BIN)/python bench/transcription.py
 
 system-deps:

@@ -22,7 +22,7 @@ from app.errors import ApiError, error_response, invalid, validation_details
 from app.secrets import Cipher
 from app.settings import Settings
 from app.store import NewAttachment, NewResult
-from schemas.api import DestinationIn, ResultIn, clean_filename
+from schemas.api import EMPTY_FILE, DestinationIn, ResultIn, clean_filename
 
 _FILE_PART = re.compile(r"^files\[(\d{1,4})\]$")
 MAX_FORM_PARTS = 1000
@@ -154,6 +154,8 @@ async def _read_multipart(request: Request, settings: Settings) -> tuple[Any, li
                 raise invalid([{"field": f"files[{n}]", "message": "needs a filename in Content-Disposition"}],
                               status=400) from None
             data = await upload.read()
+            if not data:
+                raise invalid([{"field": f"files[{n}]", "message": f"'{filename}' {EMPTY_FILE}"}])
             ctype = upload.content_type or "application/octet-stream"
             files.append(NewAttachment(filename, ctype, data))
             digests.append((filename, ctype, hashlib.sha256(data).hexdigest()))

@@ -23,27 +23,31 @@ from app.errors import install_error_handlers
 from app.results import retention_cutoffs
 from app.runtime import Runtime
 from app.settings import Settings
-from app.store import StoreUnavailable, utcnow
+from app.store import utcnow
 from app.transcriptions import start_transcription_service
 from app.workers import start_workers, wire_wakeups
+from delivery.supervise import supervise
 
 log = logging.getLogger("relay.app")
 
 
-async def purge_forever(runtime: Runtime) -> None:
-    """Retention: every ``purge_interval`` seconds, delete finished results past their retention."""
+async def purge_forever(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Retention: every ``purge_interval`` seconds, delete finished results past their retention.
+
+    Supervised: a pass that fails (store away) is counted and retried after a short backoff.
+    """
     settings = runtime.settings
-    while True:
+
+    async def step() -> float:
         delivered_before, undelivered_before = retention_cutoffs(
             utcnow(), settings.retention_delivered, settings.retention_undelivered)
-        try:
-            purged = await run_in_threadpool(
-                runtime.results.purge, delivered_before=delivered_before, undelivered_before=undelivered_before)
-            if purged:
-                log.info("retention purged %d results", purged)
-        except StoreUnavailable as exc:
-            log.warning("retention purge skipped, store unavailable: %s", exc)
-        await asyncio.sleep(settings.purge_interval)
+        purged = await run_in_threadpool(
+            runtime.results.purge, delivered_before=delivered_before, undelivered_before=undelivered_before)
+        if purged:
+            log.info("retention purged %d results", purged)
+        return settings.purge_interval
+
+    await supervise("retention-purge", step, stop=stop, monitor=runtime.loops)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -59,13 +63,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         workers = await start_workers(rt) if settings.run_workers else None
         app.state.transcriptions = await start_transcription_service(rt) if settings.run_workers else None
         close_wakeups = wire_wakeups(rt, workers)
-        purge = asyncio.create_task(purge_forever(rt), name="retention-purge")
+        purge_stop = asyncio.Event()
+        purge = asyncio.create_task(purge_forever(rt, purge_stop), name="retention-purge")
         try:
             yield
         finally:
-            purge.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purge
+            purge_stop.set()
+            await purge
             if app.state.transcriptions is not None:
                 await app.state.transcriptions.stop()
             if workers is not None:

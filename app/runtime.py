@@ -16,6 +16,7 @@ from app.results import ResultStore
 from app.secrets import Cipher
 from app.settings import Settings
 from app.store import Database, KeyStore
+from delivery.supervise import LoopMonitor
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Runtime:
     # Called after a result is committed so idle workers start at once instead of at the next poll.
     wake_workers: Callable[[], None] = field(default=lambda: None)
     workers_running: Callable[[], bool] = field(default=lambda: True)
+    # Every supervised loop of the process reports here; ``/healthz`` reads it.
+    loops: LoopMonitor = field(default_factory=LoopMonitor)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -41,7 +44,7 @@ class Runtime:
         return cls(
             settings=settings, engine=engine, db=db,
             keys=KeyStore(db, configured_keys=[k.get_secret_value() for k in settings.api_keys]),
-            results=ResultStore(db), cipher=Cipher(secret),
+            results=ResultStore(db), cipher=Cipher(secret), loops=LoopMonitor(settings.loop_stall_seconds),
         )
 
     def close(self) -> None:

@@ -40,7 +40,14 @@ class Settings(BaseSettings):
     lease_seconds: float = 30.0
     worker_concurrency: int = 16
     poll_interval: float = 2.0
-    shutdown_grace: float = 20.0
+    # Above one Discord call (``discord_timeout``): a send on the wire when it ends is still awaited
+    # (up to ``discord_timeout`` more), so terminationGracePeriodSeconds must exceed the sum.
+    shutdown_grace: float = 30.0
+    max_delivery_crashes: int = Field(default=3, ge=1)
+    loop_stall_seconds: float = Field(default=300.0, gt=0)
+    # ``relay worker`` answers /healthz and /readyz here when set (the chart sets it for its probes).
+    worker_health_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_health_host: str = "0.0.0.0"  # noqa: S104 - a probe endpoint inside the pod
     run_workers: bool = True
     retry_schedule: Annotated[list[float], NoDecode] = Field(default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE))
     retry_jitter: float = 0.2

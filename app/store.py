@@ -19,13 +19,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import InterfaceError as SAInterfaceError
-from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from app.destinations import Target
 from app.ids import new_id
 from schemas.tables import ApiKey
+from store.errors import (  # re-exported: the API maps these to HTTP answers
+    IdempotencyConflict as IdempotencyConflict,
+)
+from store.errors import NotFound as NotFound
+from store.errors import StoreError as StoreError
+from store.errors import StoreUnavailable as StoreUnavailable
+from store.errors import translated
 
 ACTIVE_DELIVERY = ("pending", "waiting", "sending")
 FINISHED_RESULT = ("delivered", "undelivered", "picked_up")
@@ -41,26 +46,6 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-class StoreError(Exception):
-    """Base of the store's errors."""
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be reached or is locked: the caller should retry later (503)."""
-
-
-class NotFound(StoreError):
-    """No such result (or it was purged)."""
-
-
-class IdempotencyConflict(StoreError):
-    """The idempotency key was used before with a different body."""
-
-    def __init__(self, result_id: str) -> None:
-        super().__init__(result_id)
-        self.result_id = result_id
 
 
 @dataclass(frozen=True)
@@ -189,12 +174,9 @@ class Database:
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """A session in one transaction, committed on success; write sessions lock early on SQLite."""
-        try:
-            with Session(self._write_engine if write else self.engine, expire_on_commit=False) as session:
-                yield session
-                session.commit()
-        except (OperationalError, SAInterfaceError) as exc:
-            raise StoreUnavailable(str(exc.orig) if exc.orig else str(exc)) from exc
+        with translated(), Session(self._write_engine if write else self.engine, expire_on_commit=False) as session:
+            yield session
+            session.commit()
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless a trivial query succeeds."""

@@ -148,16 +148,23 @@ def transcript_result(job: Job, transcript: Transcript, *, model: str) -> NewRes
             preview += "\n> …"
         summary = f"{heading}\n\n{preview}"
     else:
-        summary = f"{heading}\n\n*No speech was recognised in this recording.*"
+        # A silent recording: a short result that says so, and no empty files (Discord refuses them).
+        title = job.request.get("title") or f"Transcript: {job.filename}"
+        return _new_result(job, title=f"{title} — no speech detected",
+                           summary=f"{heading}\n\n*No speech detected in this recording.*", body=None,
+                           level="info", metadata=_transcript_metadata(job, transcript, model), attachments=[])
     stem = PurePath(job.filename).stem or "transcript"
     files = [NewAttachment(f"{stem}.txt", MEDIA_TYPES["txt"], text.encode()),
              NewAttachment(f"{stem}.srt", MEDIA_TYPES["srt"], to_srt(transcript.segments).encode()),
              NewAttachment(f"{stem}.vtt", MEDIA_TYPES["vtt"], to_vtt(transcript.segments).encode())]
-    metadata = {"transcription_id": job.id, "duration": transcript.duration, "language": transcript.language,
-                "language_probability": transcript.language_probability, "model": model}
     title = job.request.get("title") or f"Transcript: {job.filename}"
-    return _new_result(job, title=title, summary=summary, body=text or None, level="success", metadata=metadata,
-                       attachments=files)
+    return _new_result(job, title=title, summary=summary, body=text or None, level="success",
+                       metadata=_transcript_metadata(job, transcript, model), attachments=files)
+
+
+def _transcript_metadata(job: Job, transcript: Transcript, model: str) -> dict[str, Any]:
+    return {"transcription_id": job.id, "duration": transcript.duration, "language": transcript.language,
+            "language_probability": transcript.language_probability, "model": model}
 
 
 def failure_result(job: Job, reason: str) -> NewResult:

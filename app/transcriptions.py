@@ -44,6 +44,7 @@ from app.transcription_jobs import (
     failure_result,
     transcript_result,
 )
+from delivery.supervise import supervise
 from schemas.tables import Result, Transcription
 from transcription import (
     EngineClosed,
@@ -282,26 +283,28 @@ class TranscriptionService:
             log.warning("transcription leases not released (%s); they will expire", exc)
 
     async def _loop(self) -> None:
-        poll = self._runtime.settings.poll_interval
-        while not self._stop.is_set():
-            self._wakeup.clear()  # before claiming, so a wake-up during the claim is not lost
-            while len(self._jobs) < self._capacity and not self._stop.is_set():
-                try:
-                    job = await asyncio.to_thread(self.store.claim, self.owner, lease_s=self._lease_s)
-                except StoreUnavailable as exc:
-                    log.warning("cannot claim transcriptions, store unavailable: %s", exc)
-                    break
-                if job is None:
-                    break
-                task = asyncio.create_task(self._run(job), name=f"transcription-{job.id}")
-                self._jobs.add(task)
-                task.add_done_callback(self._job_done)
-            waits = [asyncio.create_task(self._wakeup.wait()), asyncio.create_task(self._stop.wait())]
-            try:
-                await asyncio.wait(waits, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waits:
-                    waiter.cancel()
+        """The claim loop, supervised: a store outage or a bug in one pass is counted and backed off from."""
+        await supervise("transcriptions", self._claim_step, stop=self._stop, monitor=self._runtime.loops,
+                        pause=self._pause)
+
+    async def _claim_step(self) -> float:
+        self._wakeup.clear()  # before claiming, so a wake-up during the claim is not lost
+        while len(self._jobs) < self._capacity and not self._stop.is_set():
+            job = await asyncio.to_thread(self.store.claim, self.owner, lease_s=self._lease_s)
+            if job is None:
+                break
+            task = asyncio.create_task(self._run(job), name=f"transcription-{job.id}")
+            self._jobs.add(task)
+            task.add_done_callback(self._job_done)
+        return self._runtime.settings.poll_interval
+
+    async def _pause(self, seconds: float) -> None:
+        waits = [asyncio.create_task(self._wakeup.wait()), asyncio.create_task(self._stop.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._jobs.discard(task)

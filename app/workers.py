@@ -1,9 +1,11 @@
-"""Composition root of the delivery engine: settings → transport, queue, worker, wake-ups.
+"""Composition root of the delivery engine: settings → transport, queue, worker, wake-ups, presence.
 
 ``delivery`` knows nothing of ``app``; this module builds it from the relay's settings, starts it
 in the lifespan of ``relay serve`` or alone in ``relay worker``, and wires the wake-ups: an
 in-process call after each commit, and PostgreSQL ``LISTEN/NOTIFY`` so a result accepted by one
 replica starts delivering on another without waiting for the next poll (polling stays the backstop).
+It also publishes the worker's presence (``store.presence``) so that a restarted relay takes over
+a dead predecessor's destinations at once.
 """
 
 from __future__ import annotations
@@ -17,20 +19,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
-import psycopg
-from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
 
 from app.runtime import Runtime
 from app.settings import Settings
+from delivery import metrics
 from delivery.progress import ProgressQueue, ProgressWorker
 from delivery.queue import DeliveryQueue
 from delivery.render import Limits
-from delivery.transport import DiscordTransport, make_client
+from delivery.supervise import backoff_delay
+from delivery.transport import TIMEOUT, DiscordTransport, make_client
 from delivery.worker import DeliveryWorker, WorkerConfig
+from store.errors import StoreUnavailable, translated
+from store.notify import PgListener, PgNotifier
+from store.presence import FilePresence, PgPresence, Presence, new_owner_id, pg_application_name
 
 log = logging.getLogger("relay.workers")
-CHANNEL = "relay_work"
+PRESENCE_WAIT_S = 10.0
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -39,70 +43,11 @@ def worker_config(settings: Settings) -> WorkerConfig:
         concurrency=settings.worker_concurrency, lease_s=settings.lease_seconds, poll_interval=settings.poll_interval,
         retry_schedule=tuple(settings.retry_schedule), retry_jitter=settings.retry_jitter,
         max_age_s=settings.max_delivery_age, interaction_margin_s=settings.interaction_margin,
-        shutdown_grace_s=settings.shutdown_grace,
+        shutdown_grace_s=settings.shutdown_grace, send_timeout_s=settings.discord_timeout + TIMEOUT.connect,
+        max_crashes=settings.max_delivery_crashes,
         limits=Limits(max_attachment_bytes=settings.max_attachment_bytes,
                       max_body_messages=settings.max_body_messages),
     )
-
-
-class PgNotifier:
-    """Sends ``NOTIFY relay_work`` from a background thread; bursts of wake-ups coalesce into one."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._pending = threading.Event()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="pg-notify", daemon=True)
-        self._thread.start()
-
-    def notify(self) -> None:
-        """Ask for a NOTIFY soon (never blocks the caller)."""
-        self._pending.set()
-
-    def _run(self) -> None:
-        while not self._closed:
-            self._pending.wait()
-            self._pending.clear()
-            if self._closed:
-                return
-            try:
-                with self._engine.connect() as conn:
-                    conn.execute(text(f"NOTIFY {CHANNEL}"))
-                    conn.commit()
-            except Exception:  # noqa: BLE001 - a lost wake-up only delays delivery to the next poll
-                log.debug("NOTIFY failed; workers will find the work at their next poll", exc_info=True)
-
-    def close(self) -> None:
-        """Stop the thread."""
-        self._closed = True
-        self._pending.set()
-
-
-class PgListener:
-    """``LISTEN relay_work`` on its own connection; every notification wakes the local worker."""
-
-    def __init__(self, url: str, on_notify: Callable[[], None]) -> None:
-        self._conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-        self._on_notify = on_notify
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pg-listen", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    while not self._stopped.is_set():
-                        for _ in conn.notifies(timeout=1.0):
-                            self._on_notify()
-            except Exception:  # noqa: BLE001 - reconnect; polling covers the gap
-                log.debug("LISTEN connection lost; reconnecting", exc_info=True)
-                self._stopped.wait(2.0)
-
-    def close(self) -> None:
-        """Stop listening."""
-        self._stopped.set()
 
 
 @dataclass
@@ -129,7 +74,14 @@ class Workers:
         await self.client.aclose()
 
 
-def build_workers(runtime: Runtime, client: httpx.AsyncClient) -> tuple[DeliveryWorker, ProgressWorker]:
+def _count_errors(loop: str) -> Callable[[BaseException], None]:
+    """An error hook for the store's threads: counted as ``relay_loop_errors_total{loop}``."""
+    counter = metrics.LOOP_ERRORS.labels(loop=loop)
+    return lambda _exc: counter.inc()
+
+
+def build_workers(runtime: Runtime, client: httpx.AsyncClient, *,
+                  presence: Presence | None = None) -> tuple[DeliveryWorker, ProgressWorker]:
     """The delivery and progress loops for this runtime's store and settings, sharing one transport
     (so they share what the rate-limit headers taught)."""
     settings = runtime.settings
@@ -141,37 +93,53 @@ def build_workers(runtime: Runtime, client: httpx.AsyncClient) -> tuple[Delivery
     def reveal(stored: str) -> str:
         return runtime.cipher.decrypt(stored).reveal()
 
-    worker = DeliveryWorker(DeliveryQueue(runtime.engine), transport, reveal, worker_config(settings))
+    worker = DeliveryWorker(DeliveryQueue(runtime.engine), transport, reveal, worker_config(settings),
+                            presence=presence, monitor=runtime.loops)
     progress = ProgressWorker(ProgressQueue(runtime.engine), transport, reveal, owner=worker.owner,
-                              interaction_margin_s=settings.interaction_margin, lease_s=settings.lease_seconds)
+                              interaction_margin_s=settings.interaction_margin, lease_s=settings.lease_seconds,
+                              monitor=runtime.loops)
     return worker, progress
 
 
 async def start_workers(runtime: Runtime) -> Workers:
-    """Start the delivery and progress loops in this event loop and point the runtime's wake-ups at them."""
-    client = make_client(runtime.settings.discord_timeout)
-    worker, progress = build_workers(runtime, client)
+    """Start the delivery and progress loops in this event loop and point the runtime's wake-ups at them.
+
+    Presence comes first: on PostgreSQL the LISTEN session carries the worker's name, on SQLite a
+    lock file beside the database does; the worker claims nothing while it is not published.
+    """
+    settings = runtime.settings
+    client = make_client(settings.discord_timeout)
+    closers: list[Callable[[], None]] = []
+    presence: Presence | None = None
+    wake_target: list[DeliveryWorker] = []
+    if runtime.engine.dialect.name == "postgresql":
+        owner = new_owner_id(presence=True)
+        listener = PgListener(settings.database_url, lambda: wake_target[0].wake() if wake_target else None,
+                              application_name=pg_application_name(owner), on_error=_count_errors("listen"))
+        closers.append(listener.close)
+        presence = PgPresence(runtime.engine, owner, lambda: listener.connected)
+        await asyncio.to_thread(listener.wait_connected, PRESENCE_WAIT_S)  # usually instant; never required
+    elif settings.sqlite_path is not None:
+        file_presence = FilePresence.beside(settings.sqlite_path, new_owner_id(presence=True))
+        closers.append(file_presence.close)
+        presence = file_presence
+    worker, progress = build_workers(runtime, client, presence=presence)
+    wake_target.append(worker)
     stop = asyncio.Event()
     task = asyncio.create_task(_run_both(worker, progress, stop), name="delivery-worker")
-    workers = Workers(worker=worker, client=client, stop_event=stop, task=task)
-    wake_local = worker.wake
-    if runtime.engine.dialect.name == "postgresql":
-        listener = PgListener(runtime.settings.database_url, wake_local)
-        workers.closers.append(listener.close)
+    workers = Workers(worker=worker, client=client, stop_event=stop, task=task, closers=closers)
     runtime.workers_running = workers.is_running
     return workers
 
 
 async def _run_both(worker: DeliveryWorker, progress: ProgressWorker, stop: asyncio.Event) -> None:
-    """Run both loops; if one dies, stop the other loudly rather than limp on half-working."""
+    """Run both loops until ``stop``; they are supervised, so an early end is a bug said out loud."""
     tasks = [asyncio.create_task(worker.run(stop), name="deliveries"),
              asyncio.create_task(progress.run(stop), name="progress")]
-    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
     await asyncio.wait(tasks)
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
-            log.error("%s loop died; the worker stopped", task.get_name(), exc_info=task.exception())
+            log.error("%s loop ended with an error", task.get_name(), exc_info=task.exception())
 
 
 def wire_wakeups(runtime: Runtime, workers: Workers | None) -> Callable[[], None]:
@@ -180,7 +148,7 @@ def wire_wakeups(runtime: Runtime, workers: Workers | None) -> Callable[[], None
     if runtime.engine.dialect.name != "postgresql":
         runtime.wake_workers = local
         return lambda: None
-    notifier = PgNotifier(runtime.engine)
+    notifier = PgNotifier(runtime.engine, on_error=_count_errors("notify"))
 
     def wake() -> None:
         local()
@@ -190,27 +158,70 @@ def wire_wakeups(runtime: Runtime, workers: Workers | None) -> Callable[[], None
     return notifier.close
 
 
-def run_worker_process(settings: Settings) -> int:
-    """``relay worker``: the delivery loop alone, until SIGTERM/SIGINT; drains and exits 0."""
+def _wait_for_store(runtime: Runtime, settings: Settings, stop: threading.Event) -> bool:
+    """Bring the schema up (SQLite) or check it (PostgreSQL), retrying while the store is unreachable.
+
+    Returns False if asked to stop first. An outdated schema is not retried: it raises
+    ``SchemaOutdated`` and ``relay`` exits 2 — the one way a worker cannot start.
+    """
     from app.db import ensure_schema
 
+    failures = 0
+    while True:
+        try:
+            with translated():
+                ensure_schema(runtime.engine, settings)
+            return True
+        except StoreUnavailable as exc:
+            failures += 1
+            metrics.LOOP_ERRORS.labels(loop="startup").inc()
+            delay = backoff_delay(failures)
+            log.warning("store unreachable at start (%s); retrying in %.1f s", exc, delay)
+            if stop.wait(delay):
+                return False
+
+
+def run_worker_process(settings: Settings) -> int:
+    """``relay worker``: the delivery loop alone, until SIGTERM/SIGINT; drains and exits 0.
+
+    It waits for an unreachable store at start and survives outages later (every loop is
+    supervised); it exits non-zero only when it cannot start at all (an outdated schema).
+    """
     runtime = Runtime.build(settings)
-    ensure_schema(runtime.engine, settings)  # an outdated schema raises; ``relay`` reports it (exit 2)
+    stop_requested = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop_requested.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if not _wait_for_store(runtime, settings, stop_requested):
+            runtime.close()
+            return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
     async def main() -> None:
         from app.transcriptions import start_transcription_service
 
         workers = await start_workers(runtime)
         transcriptions = await start_transcription_service(runtime)
+        health = None
+        if settings.worker_health_port is not None:
+            from app.probes import serve_health
+
+            health = await serve_health(runtime, settings.worker_health_host, settings.worker_health_port)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, workers.stop_event.set)
+        if stop_requested.is_set():
+            workers.stop_event.set()
         log.info("relay worker %s started", workers.worker.owner)
         await workers.stop_event.wait()
         log.info("relay worker draining (grace %.0f s)", settings.shutdown_grace)
         if transcriptions is not None:
             await transcriptions.stop()
         await workers.stop()
+        if health is not None:
+            health.close()
+            await health.wait_closed()
 
     asyncio.run(main())
     runtime.close()

@@ -5,7 +5,10 @@ Processes: the emulator (``python -m tests.fakes.discord``) and ``relay serve`` 
 in a temp dir, or ``--database-url`` / ``--postgres``) in subprocesses; this driver posts results at
 ``--rate`` per second from ``--producers`` concurrent producers, and a killer thread SIGKILLs the
 relay at spread-out moments of the flow (10 %, 30 %, 50 %, 70 %, 90 % for five kills) and starts it
-again at once on the same port and store.
+again at once on the same port and store. Once, at 60 % of the flow, the **database** goes away for
+``--db-outage`` seconds: on PostgreSQL the local cluster is stopped and started again
+(``pg_ctlcluster``; always restarted), on SQLite another connection holds the write lock
+(``BEGIN EXCLUSIVE``) past the relay's busy timeout. The relay must ride it out without a restart.
 
 Producers behave as the API asks: a connection error, timeout, 502 or 503 is retried with the
 **same** ``Idempotency-Key`` until the relay answers; a result counts as *accepted* only once it got
@@ -32,6 +35,8 @@ import json
 import random
 import secrets
 import shutil
+import sqlite3
+import subprocess
 import tempfile
 import threading
 import time
@@ -83,6 +88,55 @@ class Kill:
 
 
 @dataclass
+class Outage:
+    """The one database outage of a run."""
+
+    kind: str
+    at_s: float = 0.0
+    seconds: float = 0.0
+
+
+def _pg_cluster(action: str) -> None:
+    cluster = sorted(p.name for p in Path("/etc/postgresql").iterdir())[0]
+    extra = ["-m", "fast"] if action == "stop" else []
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", action, *extra],
+                   check=True, capture_output=True, timeout=60)
+
+
+def _pg_ready() -> bool:
+    return subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", "5432"], timeout=10).returncode == 0
+
+
+def database_outage(database_url: str, at: float, seconds: float, started: float, outage: Outage,
+                    stop: threading.Event) -> None:
+    """At ``at`` s into the flow take the store away for ``seconds`` (see the module docstring)."""
+    if stop.wait(max(0.0, started + at - time.monotonic())) or seconds <= 0:
+        return
+    outage.at_s = round(time.monotonic() - started, 2)
+    t0 = time.monotonic()
+    if database_url.startswith("sqlite"):
+        outage.kind = "SQLite write lock held"
+        conn = sqlite3.connect(database_url.split(":///", 1)[1], timeout=60, isolation_level=None)
+        try:
+            conn.execute("BEGIN EXCLUSIVE")
+            time.sleep(seconds)
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    else:
+        outage.kind = "PostgreSQL stopped and started"
+        _pg_cluster("stop")
+        try:
+            time.sleep(seconds)
+        finally:
+            _pg_cluster("start")
+            while not _pg_ready():
+                time.sleep(0.2)
+    outage.seconds = round(time.monotonic() - t0, 1)
+    print(f"  database outage ({outage.kind}) at {outage.at_s:5.1f} s for {outage.seconds:.1f} s", flush=True)
+
+
+@dataclass
 class Outcome:
     """The verdict of one run."""
 
@@ -93,6 +147,7 @@ class Outcome:
     gave_up: int
     producer_retries: int
     kills: list[dict[str, float]]
+    db_outage: dict[str, Any]
     flow_s: float
     drain_s: float
     messages: int
@@ -211,11 +266,17 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> Outco
                   f"{args.dm_fraction:.0%} as DMs, {args.restarts} SIGKILLs ==", flush=True)
             flow, kills = Flow(), []
             started = time.monotonic()
+            outage = Outage(kind="none")
             thread = threading.Thread(target=killer, args=(relay_holder, moments, started, kills, stop), daemon=True)
             thread.start()
+            outage_thread = threading.Thread(
+                target=database_outage, args=(database_url, flow_s * 0.6, args.db_outage, started, outage, stop),
+                daemon=True)
+            outage_thread.start()
             asyncio.run(produce(args, relay.url, store.key, emulator, run_tag, flow, started))
             flow_done = time.monotonic()
             thread.join(timeout=120)
+            outage_thread.join(timeout=120)
             tags = set(flow.accepted)
             print(f"  flow done in {flow_done - started:.1f} s: {len(tags)} accepted, {flow.retries} producer "
                   f"retries, refused {dict(flow.refused)}, gave up {flow.gave_up}; draining...", flush=True)
@@ -239,7 +300,8 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> Outco
             out = Outcome(
                 results=args.results, accepted=len(tags), accepted_dm=accepted_dm,
                 refused={str(k): v for k, v in flow.refused.items()}, gave_up=flow.gave_up,
-                producer_retries=flow.retries, kills=[asdict(k) for k in kills], flow_s=round(flow_done - started, 1),
+                producer_retries=flow.retries, kills=[asdict(k) for k in kills], db_outage=asdict(outage),
+                flow_s=round(flow_done - started, 1),
                 drain_s=round(drain_s, 1), messages=sum(seen.values()), lost=len(lost),
                 lost_dm=sum(1 for t in lost if flow.kinds[t] == "dm"), duplicates_webhook=dup_hook,
                 duplicates_dm=dup_dm, duplicate_rate=dup_rate, nonce_replays=int(counters["nonce_replays"]),
@@ -253,7 +315,8 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> Outco
                 print(f"  lost tags (first 10): {sorted(lost)[:10]}")
             print(f"VERDICT ({label}): lost {out.lost} (target 0), duplicates {dup_rate:.2%} (target <= "
                   f"{TARGET_DUPLICATE_RATE:.1%}), DM duplicates {dup_dm} (target 0), kills {len(kills)}/"
-                  f"{args.restarts} -> {'MEETS' if ok else 'MISSES'} target", flush=True)
+                  f"{args.restarts}, database outage {outage.seconds:.0f} s ({outage.kind}) "
+                  f"-> {'MEETS' if ok else 'MISSES'} target", flush=True)
             return out
     finally:
         stop.set()
@@ -277,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dm-fraction", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=64, help="RELAY_WORKER_CONCURRENCY")
     parser.add_argument("--lease", type=float, default=3.0, help="RELAY_LEASE_SECONDS (a killed worker's leases)")
+    parser.add_argument("--db-outage", type=float, default=6.0,
+                        help="seconds the database is away once, at 60 %% of the flow (0: no outage)")
     parser.add_argument("--post-timeout", type=float, default=60.0,
                         help="a producer gives up retrying this long after the flow's planned end")
     parser.add_argument("--drain-timeout", type=float, default=180.0)

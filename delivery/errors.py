@@ -4,6 +4,7 @@ Exception tree (httpx errors and Discord answers are translated in ``delivery.tr
 
     DeliveryError
      ├── Transient(status, code, message)        5xx/524, timeouts, resets: tenacity, then the durable schedule
+     │    └── ShuttingDown                       the relay is stopping: no new attempt; resume after the restart
      ├── CloudflareBanned(retry_after)           429 without JSON or Via: stop every send for a long while
      ├── TooLarge(status, code, message)         413/40005/50045: re-render smaller, never resend as-is
      └── Permanent(status, code, message, field) tried once, the route moves on
@@ -26,6 +27,17 @@ class DeliveryError(Exception):
 
 class Transient(DeliveryError):
     """Worth retrying later: Discord or the network had a bad moment."""
+
+
+class ShuttingDown(Transient):
+    """The process is stopping: a request that is not on the wire yet is not started (nor retried).
+
+    A send already on the wire is awaited to its answer instead, so its message id is recorded
+    and a restart never sends it again.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("the relay is shutting down; the message is sent after the restart")
 
 
 class CloudflareBanned(DeliveryError):

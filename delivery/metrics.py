@@ -23,3 +23,7 @@ DELIVERY_LATENCY = Histogram(
 )
 QUEUE_DEPTH = Gauge("relay_queue_depth", "Deliveries waiting to be sent (pending and due or scheduled)")
 OLDEST_PENDING = Gauge("relay_oldest_pending_seconds", "Age of the oldest pending delivery")
+LOOP_ERRORS = Counter("relay_loop_errors_total", "Errors a long-running loop survived (it backs off and goes on)",
+                      ["loop"])
+DELIVERY_CRASHES = Counter("relay_delivery_crashes_total",
+                           "Unexpected exceptions while delivering one result (contained to that delivery)")

@@ -15,7 +15,6 @@ arrive, described without secrets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from sqlalchemy import exists, or_, select, update
 
 from delivery.errors import CloudflareBanned, DeliveryError, Permanent, Transient
 from delivery.queue import EngineStore, utcnow
+from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport
 from schemas.tables import Delivery, ProgressMessage, Result
 
@@ -164,20 +164,24 @@ class ProgressWorker:
 
     def __init__(self, queue: ProgressQueue, transport: DiscordTransport, reveal: Callable[[str], str], *,
                  owner: str, interaction_margin_s: float, interval_s: float = 0.5, lease_s: float = 30.0,
-                 concurrency: int = 8) -> None:
+                 concurrency: int = 8, monitor: LoopMonitor | None = None) -> None:
         self._queue, self._transport, self._reveal = queue, transport, reveal
         self._owner, self._margin, self._interval = owner, interaction_margin_s, interval_s
         self._lease_s, self._concurrency = lease_s, concurrency
+        self._monitor = monitor or LoopMonitor()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Loop until ``stop``; each pass sends due hand-offs, then pending progress states."""
-        while not stop.is_set():
-            try:
-                await self.pass_once()
-            except Exception:  # noqa: BLE001 - progress is best effort; results never depend on it
-                log.warning("progress pass failed", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._interval)
+        """Loop until ``stop``; each pass sends due hand-offs, then pending progress states.
+
+        Supervised: a failed pass (the store away, a bug) is logged, counted and backed off from;
+        progress is best effort and results never depend on it, but the loop never ends early.
+        """
+
+        async def step() -> float:
+            await self.pass_once()
+            return self._interval
+
+        await supervise("progress", step, stop=stop, monitor=self._monitor)
 
     async def pass_once(self) -> None:
         """One round of hand-offs and progress edits."""

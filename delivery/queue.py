@@ -24,6 +24,7 @@ from sqlmodel import Session
 from delivery.ratelimit import BucketState
 from delivery.render import AttachmentRef, Field, FilePart, MessagePlan, RenderInput
 from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, ProgressMessage, Result
+from store.errors import translated
 
 #: Renders a result for a destination kind at a size scale; None declines (render outside the lock).
 Renderer = Callable[[RenderInput, int, str], "Sequence[MessagePlan] | None"]
@@ -38,6 +39,10 @@ def _aware(value: datetime | None) -> datetime | None:
     return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))
 
 
+class AttachmentMissing(LookupError):
+    """A planned file part has no stored bytes: bad data in one result, never worth a retry storm."""
+
+
 @dataclass(frozen=True)
 class ClaimedDestination:
     """A destination this worker now owns until its lease expires."""
@@ -48,6 +53,7 @@ class ClaimedDestination:
     disabled_reason: str | None
     bucket: BucketState
     dm_channel_id: str | None
+    previous_owner: str | None = None  # a dead worker's lease this claim took over, if any
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class Work:
     next_kind: str | None = None  # the route's next destination, for a hand-off notice
     notice_sent: bool = False
     plans: tuple[StoredPlan, ...] = ()  # empty until rendered
+    defect: str | None = None  # why its stored data cannot be read: delivering it is a crash
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,8 @@ class EngineStore:
 
     @contextmanager
     def _session(self, *, write: bool = False) -> Iterator[Session]:
-        with Session(self._write_engine if write else self._engine, expire_on_commit=False) as session:
+        """One transaction; driver errors that mean "unreachable" leave as ``StoreUnavailable``."""
+        with translated(), Session(self._write_engine if write else self._engine, expire_on_commit=False) as session:
             yield session
             session.commit()
 
@@ -116,18 +124,32 @@ class DeliveryQueue(EngineStore):
 
     # --- claiming --------------------------------------------------------------------------------
 
-    def claim_destinations(self, owner: str, *, limit: int, lease_s: float) -> list[ClaimedDestination]:
-        """Lease up to ``limit`` free destinations that have due deliveries."""
+    def claim_destinations(self, owner: str, *, limit: int, lease_s: float, exclude: Sequence[str] = (),
+                           dead_owners: Sequence[str] = ()) -> list[ClaimedDestination]:
+        """Lease up to ``limit`` free destinations whose oldest pending delivery is due.
+
+        Free means: no lease, an expired one, one of ``dead_owners`` (workers known to be gone),
+        or our own lease that no task of ours serves any more (``exclude`` lists those that do),
+        left behind when a release failed during a store outage.
+        """
         if limit <= 0:
             return []
         now = utcnow()
         due = select(Delivery.destination_key).where(
             Delivery.status == "pending", Delivery.next_attempt_at <= now).distinct()
+        free = [Destination.lease_owner.is_(None), Destination.lease_expires_at < now,
+                Destination.lease_owner == owner]
+        if dead_owners:
+            free.append(Destination.lease_owner.in_(list(dead_owners)))
+        conditions = [Destination.key.in_(due), or_(*free),
+                      or_(Destination.blocked_until.is_(None), Destination.blocked_until <= now)]
+        if exclude:
+            # Never a second task for a destination we serve, even if its lease ran out while a
+            # store outage kept the heartbeat from renewing it: that would send its message twice.
+            conditions.append(Destination.key.not_in(list(exclude)))
         query = (
             select(Destination)
-            .where(Destination.key.in_(due),
-                   or_(Destination.lease_owner.is_(None), Destination.lease_expires_at < now),
-                   or_(Destination.blocked_until.is_(None), Destination.blocked_until <= now))
+            .where(*conditions)
             .order_by(Destination.updated_at)
             .limit(limit)
         )
@@ -135,17 +157,23 @@ class DeliveryQueue(EngineStore):
             query = query.with_for_update(skip_locked=True)
         with self._session(write=True) as session:
             rows = session.scalars(query).all()
+            claimed = []
             for row in rows:
+                previous = row.lease_owner if row.lease_owner not in (None, owner) else None
                 row.lease_owner, row.lease_expires_at = owner, now + timedelta(seconds=lease_s)
-            return [
-                ClaimedDestination(
-                    key=r.key, kind=r.kind, disabled=r.disabled, disabled_reason=r.disabled_reason,
-                    bucket=BucketState(bucket=r.bucket, remaining=r.remaining,
-                                       reset_at=_aware(r.reset_at).timestamp() if r.reset_at else 0.0),
-                    dm_channel_id=r.dm_channel_id,
-                )
-                for r in rows
-            ]
+                claimed.append(ClaimedDestination(
+                    key=row.key, kind=row.kind, disabled=row.disabled, disabled_reason=row.disabled_reason,
+                    bucket=BucketState(bucket=row.bucket, remaining=row.remaining,
+                                       reset_at=_aware(row.reset_at).timestamp() if row.reset_at else 0.0),
+                    dm_channel_id=row.dm_channel_id, previous_owner=previous))
+            return claimed
+
+    def leased_owners(self, *, exclude: str) -> list[str]:
+        """Owners of unexpired leases other than ``exclude`` (candidates for a presence check)."""
+        with self._session() as session:
+            return list(session.scalars(select(Destination.lease_owner).where(
+                Destination.lease_owner.is_not(None), Destination.lease_owner != exclude,
+                Destination.lease_expires_at >= utcnow()).distinct()))
 
     def renew(self, owner: str, keys: Sequence[str], *, lease_s: float) -> None:
         """Extend this worker's leases (heartbeat)."""
@@ -223,25 +251,44 @@ class DeliveryQueue(EngineStore):
             session.add(DeliveryEvent(delivery_id=delivery_id, at=utcnow(), outcome="rerendered", message=note))
 
     def read_attachment(self, result_id: str, index: int, offset: int, length: int) -> bytes:
-        """A byte range of a stored attachment."""
+        """A byte range of a stored attachment; ``AttachmentMissing`` if the result has no such file."""
         with self._session() as session:
-            data = session.scalar(select(func.substr(Attachment.data, offset + 1, length)).where(
-                Attachment.result_id == result_id, Attachment.idx == index))
+            row = session.execute(select(Attachment.size, func.substr(Attachment.data, offset + 1, length)).where(
+                Attachment.result_id == result_id, Attachment.idx == index)).first()
+        if row is None:
+            raise AttachmentMissing(f"attachment {index} is missing")
+        size, data = row
         if data is None:
-            raise LookupError(f"{result_id}/attachments/{index}")
+            if length <= 0 or size == 0:
+                return b""  # backends hand back NULL for an empty range
+            raise AttachmentMissing(f"attachment {index} has no stored bytes")
         return bytes(data)
 
     def reschedule(self, delivery_id: int, *, at: datetime, status: int | None, code: int | None, message: str,
-                   outcome: str = "retry_scheduled", count_attempt: bool = True) -> None:
-        """Try again at ``at`` (the durable retry layer); survives restarts."""
+                   outcome: str = "retry_scheduled", count_attempt: bool = True,
+                   hold_destination: bool = False) -> None:
+        """Try again at ``at`` (the durable retry layer); survives restarts.
+
+        ``hold_destination`` blocks the whole destination until ``at`` in the same transaction, so
+        no later result to it can overtake this one, even if this process dies right after.
+        """
         with self._session(write=True) as session:
             values: dict[str, Any] = {"next_attempt_at": at, "last_error_status": status, "last_error_code": code,
                                       "last_error_message": message, "updated_at": utcnow()}
             if not count_attempt:
                 values["attempts"] = Delivery.attempts - 1
             session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+            if hold_destination:
+                key = select(Delivery.destination_key).where(Delivery.id == delivery_id).scalar_subquery()
+                session.execute(update(Destination).where(Destination.key == key).values(blocked_until=at))
             session.add(DeliveryEvent(delivery_id=delivery_id, at=utcnow(), outcome=outcome, http_status=status,
                                       discord_code=code, message=message, retry_at=at))
+
+    def crash_count(self, delivery_id: int) -> int:
+        """How often delivering this has crashed so far (its ``crashed`` events)."""
+        with self._session() as session:
+            return int(session.scalar(select(func.count()).select_from(DeliveryEvent).where(
+                DeliveryEvent.delivery_id == delivery_id, DeliveryEvent.outcome == "crashed")) or 0)
 
     def disable_destination(self, key: str, reason: str) -> None:
         """A 404 Unknown Webhook: later results to it fail fast until someone re-enables it."""
@@ -326,15 +373,16 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
     following = session.scalar(select(Delivery.kind).where(
         Delivery.result_id == r.id, Delivery.generation == d.generation, Delivery.position > d.position)
         .order_by(Delivery.position).limit(1))
-    level = r.level if r.level in ("info", "success", "warning", "error") else None
-    result = RenderInput(
-        title=r.title, summary=r.summary, body=r.body,
-        fields=tuple(Field(f["name"], f["value"], bool(f.get("inline"))) for f in r.fields_json),
-        url=r.url, color=r.color, level=level, workflow_id=r.workflow_id,  # type: ignore[arg-type]
-        attachments=tuple(AttachmentRef(a.idx, a.filename, a.content_type, a.size, a.sha256) for a in atts),
-    )
-    plans = _stored_plans(session, d.id or 0)
-    if not plans and stale is None and render is not None:
+    defect = None
+    try:
+        result = _render_input(r, atts)
+        plans = _stored_plans(session, d.id or 0)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # Stored data this code cannot read: one bad result, never a claim that fails forever.
+        # The worker treats ``defect`` as a crash of this delivery (counted, bounded, then failed).
+        defect = f"stored result is unreadable ({type(exc).__name__}: {exc})"
+        result, plans = RenderInput(title=r.title), []
+    if not plans and stale is None and defect is None and render is not None:
         rendered = render(result, d.render_scale, d.kind)
         if rendered is not None:
             plans = _insert_plans(session, d.id or 0, rendered, 0)
@@ -343,7 +391,17 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
                 first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
                 result=result, stale=stale, next_kind=following,
                 notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d),
-                plans=tuple(plans))
+                plans=tuple(plans), defect=defect)
+
+
+def _render_input(r: Result, atts: Sequence[Any]) -> RenderInput:
+    level = r.level if r.level in ("info", "success", "warning", "error") else None
+    return RenderInput(
+        title=r.title, summary=r.summary, body=r.body,
+        fields=tuple(Field(f["name"], f["value"], bool(f.get("inline"))) for f in r.fields_json),
+        url=r.url, color=r.color, level=level, workflow_id=r.workflow_id,  # type: ignore[arg-type]
+        attachments=tuple(AttachmentRef(a.idx, a.filename, a.content_type, a.size, a.sha256) for a in atts),
+    )
 
 
 def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetime, postgres: bool,

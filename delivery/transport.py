@@ -6,10 +6,16 @@ exponential backoff and jitter (the first retry layer); what still fails becomes
 the worker reschedules it durably (the second layer). A JSON 429 waits ``retry_after`` and sends
 the same request again without spending a retry; a 429 without JSON or without ``Via`` is a
 Cloudflare ban and stops every send of this process.
+
+Shutdown: ``close_gates()`` lets every request that is on the wire run to its answer (bounded by
+the client's timeouts) but starts no new attempt and cuts every wait short with ``ShuttingDown``:
+a message Discord may already hold is never abandoned mid-flight and sent again after a restart.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -22,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from delivery import metrics
 from delivery.classify import TRANSIENT_STATUS, classify
-from delivery.errors import CloudflareBanned, Transient
+from delivery.errors import CloudflareBanned, ShuttingDown, Transient
 from delivery.ratelimit import RateLimiter
 
 log = logging.getLogger("relay.transport")
@@ -66,11 +72,30 @@ class DiscordTransport:
         self._client = client
         self._base = api_base.rstrip("/")
         self._bot_token = bot_token
-        self.limiter = limiter or RateLimiter()
+        self.limiter = limiter or RateLimiter(sleep=self._sleep)
         self._attempts = max(1, retry_attempts)
         self._cloudflare_backoff = cloudflare_backoff
         self._retry_wait_max = retry_wait_max
         self.banned_until = 0.0
+        self._closing = asyncio.Event()
+
+    def close_gates(self) -> None:
+        """Shutdown: no new attempt starts, waits end with ``ShuttingDown``; sends on the wire finish."""
+        self._closing.set()
+
+    def _check_gate(self) -> None:
+        if self._closing.is_set():
+            raise ShuttingDown()
+
+    async def _sleep(self, seconds: float) -> None:
+        """A wait that the shutdown cuts short (between tenacity attempts, for rate limits)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+        self._check_gate()
+
+    async def _acquire(self, route_key: str, *, bot: bool) -> None:
+        await self.limiter.acquire(route_key, bot=bot)  # its sleeps are ``_sleep``: the shutdown cuts them
+        self._check_gate()
 
     def banned_for(self) -> float:
         """Seconds left of a Cloudflare ban (0 when none)."""
@@ -84,9 +109,10 @@ class DiscordTransport:
         """One logical request; returns the 2xx response or raises a ``DeliveryError``."""
         headers = {"Authorization": f"Bot {self._bot_token}"} if bot and self._bot_token else {}
         for _ in range(MAX_CONSECUTIVE_429):
+            self._check_gate()
             if self.banned_for() > 0:
                 raise CloudflareBanned(self.banned_for())
-            await self.limiter.acquire(route_key, bot=bot)
+            await self._acquire(route_key, bot=bot)
             response = await self._send(method, path, headers, payload, files, params, kind)
             self.limiter.update(route_key, response.headers)
             body = _json_or_none(response)
@@ -125,9 +151,11 @@ class DiscordTransport:
                 stop=stop_after_attempt(self._attempts),
                 wait=wait_exponential_jitter(multiplier=0.25, jitter=0.25, max=self._retry_wait_max),
                 retry=retry_if_exception_type((httpx.TransportError, _RetryableStatus)),
+                sleep=self._sleep,
                 reraise=True,
             ):
                 with attempt:
+                    self._check_gate()
                     response = await self._client.request(method, url, **kwargs)
                     if response.status_code in TRANSIENT_STATUS:
                         metrics.DISCORD_RESPONSES.labels(kind=kind, status=str(response.status_code), code="").inc()

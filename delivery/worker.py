@@ -14,19 +14,15 @@ its leases with a shielded write.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import os
 import random
-import socket
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from delivery import metrics
 from delivery.classify import PAYLOAD_BUG_CODES
@@ -36,21 +32,26 @@ from delivery.errors import (
     DestinationGone,
     Expired,
     Permanent,
+    ShuttingDown,
     TooLarge,
     Transient,
 )
 from delivery.progress import LAST_SAFE_SEND, handoff_text
-from delivery.queue import ClaimedDestination, DeliveryQueue, Finished, StoredPlan, Work, utcnow
+from delivery.queue import AttachmentMissing, ClaimedDestination, DeliveryQueue, Finished, StoredPlan, Work, utcnow
 from delivery.render import Limits, MessagePlan, RenderInput, render, smaller
+from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport, OutgoingFile
+from store.errors import StoreUnavailable
+from store.presence import Presence, new_owner_id
 
 log = logging.getLogger("relay.delivery")
 
 INTERACTION_TTL = timedelta(minutes=15)
 MAX_RENDER_SCALE = 5
-TRANSIENT_DESTINATION_PAUSE_S = 2.0
 INLINE_RENDER_MAX_CHARS = 256 * 1024
 PERSIST_RETRY_S = 60.0
+DESTINATION_CRASH_PAUSE_S = 10.0  # a destination whose serving crashed outside any one delivery rests this long
+DEAD_OWNER_CHECK_S = 1.0  # how often presence is asked which lease owners died
 T = TypeVar("T")
 
 
@@ -65,21 +66,34 @@ class WorkerConfig:
     retry_jitter: float = 0.2
     max_age_s: float = 24 * 3600.0
     interaction_margin_s: float = 60.0
-    shutdown_grace_s: float = 20.0
+    shutdown_grace_s: float = 30.0
+    send_timeout_s: float = 25.0  # one Discord attempt at most (connect + read): what the drain waits for
+    max_crashes: int = 3
     limits: Limits = Limits()
 
 
 class DeliveryWorker:
-    """One process's delivery loop. ``reveal`` decrypts stored tokens (the store encrypts them)."""
+    """One process's delivery loop. ``reveal`` decrypts stored tokens (the store encrypts them).
+
+    ``presence`` (optional) publishes this worker as alive and tells which other lease owners
+    died, so their destinations are taken over at once instead of when their leases expire.
+    ``monitor`` is where the supervised loops report their liveness (``/healthz``).
+    """
 
     def __init__(self, queue: DeliveryQueue, transport: DiscordTransport, reveal: Callable[[str], str],
-                 config: WorkerConfig, *, owner: str | None = None) -> None:
+                 config: WorkerConfig, *, owner: str | None = None, presence: Presence | None = None,
+                 monitor: LoopMonitor | None = None) -> None:
         self._queue, self._transport, self._reveal, self._config = queue, transport, reveal, config
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{random.randrange(16**6):06x}"
+        self._presence = presence
+        self.owner = presence.owner if presence is not None else (owner or new_owner_id(presence=False))
+        self.monitor = monitor or LoopMonitor()
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active: dict[str, asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
+        self._absent_since: dict[str, float] = {}
+        self._dead: list[str] = []
+        self._dead_checked_at = float("-inf")
         self.running = False
         # SQLite has a single writer: funnel this worker's store calls through one thread, so they
         # queue in Python instead of fighting over the lock in SQLite's sleep-and-retry busy handler
@@ -110,36 +124,75 @@ class DeliveryWorker:
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set, then drain within the grace period and release leases."""
+        """Deliver until ``stop`` is set, then drain within the grace period and release leases.
+
+        The claim loop and the lease heartbeat are supervised: a store outage or a bug in one step
+        is logged, counted and backed off from, never the end of delivery. The heartbeat outlives
+        the drain, so leases held while in-flight sends finish do not expire under them.
+        """
         self._loop, self._wakeup, self._stop = asyncio.get_running_loop(), asyncio.Event(), stop
         self.running = True
-        heartbeat = asyncio.create_task(self._heartbeat(), name="delivery-heartbeat")
+        heartbeat_stop = asyncio.Event()
+        heartbeat = asyncio.create_task(supervise("delivery-heartbeat", self._heartbeat, stop=heartbeat_stop,
+                                                  monitor=self.monitor), name="delivery-heartbeat")
         try:
-            while not stop.is_set():
-                banned = self._transport.banned_for()
-                if banned <= 0:
-                    await self._claim()
-                await self._wait(min(self._config.poll_interval, banned) if banned > 0 else self._config.poll_interval)
+            await supervise("deliveries", self._claim_step, stop=stop, monitor=self.monitor, pause=self._wait)
         finally:
-            await self._drain()
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
+                await self._drain()
+                await asyncio.shield(self._store(self._queue.release_all, self.owner))
+            except StoreUnavailable as exc:
+                log.warning("shutdown: leases not released (%s); they are taken over when they expire", exc)
+            finally:
+                heartbeat_stop.set()
                 await heartbeat
-            await asyncio.shield(self._store(self._queue.release_all, self.owner))
-            if self._store_thread is not None:
-                self._store_thread.shutdown(wait=False)
-            self.running = False
+                if self._store_thread is not None:
+                    self._store_thread.shutdown(wait=False)
+                self.running = False
 
-    async def _claim(self) -> None:
+    async def _claim_step(self) -> float:
+        """One pass of the claim loop; returns how long to wait for a wake-up before the next."""
+        banned = self._transport.banned_for()
+        if banned > 0:
+            return min(self._config.poll_interval, banned)
+        return await self._claim()
+
+    async def _claim(self) -> float:
+        poll = self._config.poll_interval
         free = self._config.concurrency - len(self._active)
         if free <= 0:
-            return
+            return poll
+        if self._presence is not None and not self._presence.alive():
+            return min(poll, 0.5)  # not published as alive: others could take what we claim
+        dead, recheck = await self._dead_owners()
         claimed = await self._store(self._queue.claim_destinations, self.owner, limit=free,
-                                          lease_s=self._config.lease_s)
+                                    lease_s=self._config.lease_s, exclude=list(self._active), dead_owners=dead)
+        taken_over = sum(1 for d in claimed if d.previous_owner in dead)
+        if taken_over:
+            log.info("took over %d destinations of workers that are gone", taken_over,
+                     extra={"owners": sorted({d.previous_owner for d in claimed if d.previous_owner in dead})})
         for dest in claimed:
+            if dest.key in self._active:  # served already (claimed again while this claim ran)
+                continue
             task = asyncio.create_task(self._serve(dest), name=f"destination:{dest.key}")
             self._active[dest.key] = task
             task.add_done_callback(self._done)
+        return min(poll, recheck)
+
+    async def _dead_owners(self) -> tuple[list[str], float]:
+        """Lease owners known to be gone (confirmed for the presence's ``confirm_s``), and when to look again."""
+        if self._presence is None:
+            return [], float("inf")
+        now = time.monotonic()
+        if now - self._dead_checked_at >= DEAD_OWNER_CHECK_S:
+            self._dead_checked_at = now
+            owners = await self._store(self._queue.leased_owners, exclude=self.owner)
+            absent = await self._store(self._presence.dead_owners, owners) if owners else set()
+            self._absent_since = {o: self._absent_since.get(o, now) for o in absent}
+            self._dead = sorted(o for o, since in self._absent_since.items()
+                                if now - since >= self._presence.confirm_s)
+        unconfirmed = len(self._absent_since) > len(self._dead)
+        return self._dead, (max(0.05, self._presence.confirm_s / 2) if unconfirmed else float("inf"))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._active = {k: t for k, t in self._active.items() if t is not task}
@@ -158,23 +211,29 @@ class DeliveryWorker:
                 w.cancel()
         self._wakeup.clear()
 
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.lease_s / 3)
-            try:
-                await self._store(self._queue.renew, self.owner, list(self._active),
-                                        lease_s=self._config.lease_s)
-                count, age = await self._store(self._queue.queue_stats)
-                metrics.QUEUE_DEPTH.set(count)
-                metrics.OLDEST_PENDING.set(age)
-            except Exception:  # noqa: BLE001 - a failed heartbeat is retried; the lease has slack
-                log.warning("lease heartbeat failed", exc_info=True)
+    async def _heartbeat(self) -> float:
+        await self._store(self._queue.renew, self.owner, list(self._active), lease_s=self._config.lease_s)
+        count, age = await self._store(self._queue.queue_stats)
+        metrics.QUEUE_DEPTH.set(count)
+        metrics.OLDEST_PENDING.set(age)
+        return self._config.lease_s / 3
 
     async def _drain(self) -> None:
+        """Let destinations finish the message they are on; never cut a send that is on the wire.
+
+        Within the grace period every task ends after its current message. Then the transport's
+        gates close: nothing new starts and every wait ends, while a request already on the wire
+        runs to its answer (bounded by ``send_timeout_s``) so its message id is recorded. Only what
+        is still running after that is cancelled.
+        """
         if not self._active:
             return
         tasks = list(self._active.values())
         _, pending = await asyncio.wait(tasks, timeout=self._config.shutdown_grace_s)
+        if not pending:
+            return
+        self._transport.close_gates()
+        _, pending = await asyncio.wait(pending, timeout=self._config.send_timeout_s + 5)
         for task in pending:
             task.cancel()
         if pending:
@@ -184,34 +243,62 @@ class DeliveryWorker:
     # --- one destination --------------------------------------------------------------------------
 
     async def _serve(self, dest: ClaimedDestination) -> None:
+        """Serve one claimed destination until it has nothing due, then give it back.
+
+        Whatever happens here ends with the lease released: a store outage ends the task quietly
+        (this worker takes its own lease back once the store returns), a bug outside any one
+        delivery rests the destination for ``DESTINATION_CRASH_PAUSE_S``. Neither ends the loop.
+        """
         self._transport.limiter.load(dest.key, dest.bucket)
         state: dict[str, Any] = {"dm_channel_id": dest.dm_channel_id, "blocked_until": None}
         try:
-            work = await self._store(self._queue.start_next, dest.key, self._render_inline)
-            while work is not None and not self._stop.is_set():
-                outcome = await self._deliver(work, dest, state)
-                if outcome is False:
-                    break
-                if isinstance(outcome, _Delivered):
-                    # Record this delivery and take the next one in one transaction (one commit per message).
-                    take_next = None if self._stop.is_set() else dest.key
-                    finished, following = await _persist(
-                        self._store, self._queue.finish_and_start_next, work.delivery_id,
-                        sent=outcome.last_sent, key=take_next, render=self._render_inline)
-                    self._delivered(work, dest, finished)
-                    work = following
-                elif not self._stop.is_set():
-                    work = await self._store(self._queue.start_next, dest.key, self._render_inline)
+            await self._serve_due(dest, state)
+        except StoreUnavailable as exc:
+            metrics.LOOP_ERRORS.labels(loop="destination").inc()
+            log.warning("destination %s paused: store unavailable (%s)", dest.key, exc)
+        except Exception:  # noqa: BLE001 - contained to this destination; counted and rested
+            metrics.LOOP_ERRORS.labels(loop="destination").inc()
+            log.exception("serving destination %s failed; it rests %.0f s", dest.key, DESTINATION_CRASH_PAUSE_S)
+            state["blocked_until"] = utcnow() + timedelta(seconds=DESTINATION_CRASH_PAUSE_S)
         finally:
-            await asyncio.shield(self._store(
-                self._queue.release, self.owner, dest.key, bucket=self._transport.limiter.state(dest.key),
-                dm_channel_id=state["dm_channel_id"], blocked_until=state["blocked_until"]))
+            try:
+                await asyncio.shield(self._store(
+                    self._queue.release, self.owner, dest.key, bucket=self._transport.limiter.state(dest.key),
+                    dm_channel_id=state["dm_channel_id"], blocked_until=state["blocked_until"]))
+            except StoreUnavailable as exc:
+                log.warning("lease of %s not released (%s); this worker takes it back when the store returns",
+                            dest.key, exc)
+
+    async def _serve_due(self, dest: ClaimedDestination, state: dict[str, Any]) -> None:
+        work = await self._store(self._queue.start_next, dest.key, self._render_inline)
+        while work is not None and not self._stop.is_set():
+            outcome = await self._deliver(work, dest, state)
+            if outcome is False:
+                break
+            if isinstance(outcome, _Delivered):
+                # Record this delivery and take the next one in one transaction (one commit per message).
+                take_next = None if self._stop.is_set() else dest.key
+                finished, following = await _persist(
+                    self._store, self._queue.finish_and_start_next, work.delivery_id,
+                    sent=outcome.last_sent, key=take_next, render=self._render_inline)
+                self._delivered(work, dest, finished)
+                work = following
+            elif not self._stop.is_set():
+                work = await self._store(self._queue.start_next, dest.key, self._render_inline)
 
     def _render_inline(self, result: RenderInput, scale: int, kind: str) -> list[MessagePlan] | None:
-        """Render inside the claim's transaction, unless the body is big enough to hold the write lock long."""
+        """Render inside the claim's transaction, unless the body is big enough to hold the write lock long.
+
+        A result that makes the renderer raise is declined here (the transaction must not roll
+        back, or the claim would be retried forever); it is rendered again in ``_deliver``, where a
+        crash is contained to that delivery.
+        """
         if len(result.body or "") > INLINE_RENDER_MAX_CHARS:
             return None
-        return render(result, self._limits(scale), destination=kind)  # type: ignore[arg-type]
+        try:
+            return render(result, self._limits(scale), destination=kind)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - see the docstring: handled by the crash containment
+            return None
 
     def _delivered(self, work: Work, dest: ClaimedDestination, finished: Finished) -> None:
         metrics.DELIVERIES.labels(kind=work.kind, outcome="delivered").inc()
@@ -235,6 +322,8 @@ class DeliveryWorker:
             await self._fail(work, Permanent(f"destination disabled: {dest.disabled_reason}"), "failed")
             return True
         try:
+            if work.defect is not None:
+                raise UnreadableResult(work.defect)
             self._check_interaction(work)
             unsent = [p for p in await self._plans(work) if p.message_id is None]  # resume, never repeat
             for position, stored in enumerate(unsent):
@@ -274,10 +363,20 @@ class DeliveryWorker:
             await self._store(self._queue.reschedule, delivery_id, at=at, status=429, code=None,
                                     message=exc.message, outcome="rate_limited", count_attempt=False)
             return False
-        except Transient as exc:
-            await self._retry_later(work, exc)
-            state["blocked_until"] = utcnow() + timedelta(seconds=TRANSIENT_DESTINATION_PAUSE_S)
+        except ShuttingDown as exc:  # nothing of this message is on the wire: it goes after the restart
+            await self._store(self._queue.reschedule, delivery_id, at=utcnow(), status=None, code=None,
+                              message=exc.message, outcome="interrupted", count_attempt=False)
             return False
+        except Transient as exc:
+            # A 5xx or a timeout is about the destination or Discord, not this result: the destination
+            # waits with it, so later results cannot overtake it (per-destination order).
+            state["blocked_until"] = await self._retry_later(work, exc)
+            return False
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or bad data in one result must not stop the others
+            await self._crashed(work, exc)
+            return True
         return _Delivered(last_sent)
 
     async def _fail_rest(self, dest: ClaimedDestination) -> bool:
@@ -330,21 +429,47 @@ class DeliveryWorker:
                                 code=exc.code, message=exc.message, outcome="rerendered", count_attempt=False)
         return True
 
-    async def _retry_later(self, work: Work, exc: Transient) -> None:
+    def _retry_delay(self, work: Work) -> float:
+        """The durable schedule's next delay for this delivery, jittered."""
         schedule = self._config.retry_schedule or (60.0,)
-        delay = schedule[min(work.attempts - 1, len(schedule) - 1)]
-        delay *= random.uniform(1 - self._config.retry_jitter, 1 + self._config.retry_jitter)
+        delay = schedule[min(max(work.attempts, 1) - 1, len(schedule) - 1)]
+        return delay * random.uniform(1 - self._config.retry_jitter, 1 + self._config.retry_jitter)
+
+    async def _retry_later(self, work: Work, exc: Transient) -> datetime | None:
+        """Reschedule on the durable schedule, holding the destination until then; None if it gave up."""
+        delay = self._retry_delay(work)
         first = work.first_attempt_at or utcnow()
         if (utcnow() + timedelta(seconds=delay) - first).total_seconds() > self._config.max_age_s:
             await self._fail(work, Permanent(f"gave up after {work.attempts} attempts: {exc.message}",
                                              status=exc.status, code=exc.code), "failed")
-            return
+            return None
         at = utcnow() + timedelta(seconds=delay)
         await self._store(self._queue.reschedule, work.delivery_id, at=at, status=exc.status, code=exc.code,
-                                message=exc.message)
+                          message=exc.message, hold_destination=True)
         metrics.DELIVERIES.labels(kind=work.kind, outcome="retry_scheduled").inc()
         log.warning("delivery will be retried", extra={"result_id": work.result_id, "delivery_id": work.delivery_id,
                                                        "retry_in_s": round(delay, 1), "error": exc.message})
+        return at
+
+    async def _crashed(self, work: Work, exc: Exception) -> None:
+        """An unexpected exception while delivering one result: contain it to that delivery.
+
+        Logged once per attempt with the result id and counted; rescheduled on the durable
+        schedule (never faster), without holding the destination: the next results go on. After
+        ``max_crashes`` the delivery fails with the reason in words and the route moves on.
+        """
+        metrics.DELIVERY_CRASHES.inc()
+        reason = f"internal error: {_crash_reason(exc)}"
+        log.error("delivery crashed", exc_info=exc, extra={"result_id": work.result_id,
+                                                            "delivery_id": work.delivery_id,
+                                                            "attempts": work.attempts})
+        crashes = await self._store(self._queue.crash_count, work.delivery_id) + 1
+        if crashes >= self._config.max_crashes:
+            await self._fail(work, Permanent(f"{reason} (gave up after {crashes} crashes)"), "failed")
+            return
+        at = utcnow() + timedelta(seconds=self._retry_delay(work))
+        await self._store(self._queue.reschedule, work.delivery_id, at=at, status=None, code=None,
+                          message=reason, outcome="crashed")
 
     async def _fail(self, work: Work, exc: Permanent, outcome: str) -> None:
         finished = await self._store(self._queue.finish, work.delivery_id, delivered=False, status=exc.status,
@@ -414,13 +539,19 @@ async def _persist(run: Callable[..., Awaitable[T]], fn: Callable[..., T], *args
     while True:
         try:
             return await asyncio.shield(run(fn, *args, **kwargs))
-        except (OperationalError, InterfaceError):
+        except StoreUnavailable as exc:
             if waited >= PERSIST_RETRY_S:
                 raise
-            log.warning("store busy while recording a sent message; retrying", exc_info=True)
+            if waited == 0.0:  # once per message, not once per retry: an outage must not flood the log
+                log.warning("store unavailable while recording a sent message (%s); retrying for up to %.0f s",
+                            exc, PERSIST_RETRY_S)
             await asyncio.sleep(delay)
             waited += delay
             delay = min(delay * 2, 2.0)
+
+
+class UnreadableResult(Exception):
+    """The store could not decode this delivery's result: handled as a crash of that delivery."""
 
 
 @dataclass(frozen=True)
@@ -428,6 +559,14 @@ class _Delivered:
     """Every message of a delivery is out; ``last_sent`` is recorded with the delivery's end."""
 
     last_sent: tuple[int, str] | None
+
+
+def _crash_reason(exc: Exception) -> str:
+    """The words for an unexpected exception, as the API and the admin page show them."""
+    if isinstance(exc, AttachmentMissing | UnreadableResult):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
 
 
 def _text_of(payload: dict[str, Any]) -> Any:

@@ -65,6 +65,11 @@ class FieldIn(_Strict):
     inline: bool = False
 
 
+#: Why a zero-byte file is refused at the door: Discord cannot show one, and a result that can
+#: never be delivered whole should be refused with a 4xx, not accepted and left to fail.
+EMPTY_FILE = "is an empty file (0 bytes); Discord does not take empty attachments"
+
+
 class AttachmentIn(_Strict):
     """A file sent inline as base64 (multipart file parts need no base64)."""
 
@@ -81,9 +86,11 @@ class AttachmentIn(_Strict):
     @classmethod
     def _decodes(cls, value: str) -> str:
         try:
-            base64.b64decode(value, validate=True)
+            data = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ValueError("is not valid base64") from exc
+        if not data:
+            raise ValueError(EMPTY_FILE)
         return value
 
     def decoded(self) -> bytes:

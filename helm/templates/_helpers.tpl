@@ -86,17 +86,15 @@ fails `helm template` / `helm install` before anything reaches the cluster.
 {{- if and (hasPrefix "sqlite" .Values.database.url) (ne .Values.database.url "sqlite:////data/relay.db") }}
 {{- fail "result-relay: a SQLite database.url must be sqlite:////data/relay.db (the volume the chart mounts); leave database.url empty for that" }}
 {{- end }}
-{{- if le (int (include "relay.terminationGracePeriodSeconds" .)) (int .Values.shutdownGrace) }}
-{{- fail (printf "result-relay: terminationGracePeriodSeconds (%v) must exceed shutdownGrace (%v) plus preStopSleepSeconds, or SIGTERM turns into SIGKILL mid-drain" (include "relay.terminationGracePeriodSeconds" .) .Values.shutdownGrace) }}
-{{- end }}
-{{- if le (int (include "relay.terminationGracePeriodSeconds" .)) (add (int .Values.shutdownGrace) (int .Values.preStopSleepSeconds)) }}
-{{- fail (printf "result-relay: terminationGracePeriodSeconds (%v) must exceed shutdownGrace + preStopSleepSeconds (%v)" (include "relay.terminationGracePeriodSeconds" .) (add (int .Values.shutdownGrace) (int .Values.preStopSleepSeconds))) }}
+{{- $drain := add (ceil .Values.shutdownGrace | int) (ceil .Values.discordTimeout | int) 5 (int .Values.preStopSleepSeconds) }}
+{{- if le (int (include "relay.terminationGracePeriodSeconds" .)) $drain }}
+{{- fail (printf "result-relay: terminationGracePeriodSeconds (%v) must exceed shutdownGrace + discordTimeout + 5 + preStopSleepSeconds (%v): a send on the wire when the grace ends is awaited, and SIGKILL mid-send repeats the message" (include "relay.terminationGracePeriodSeconds" .) $drain) }}
 {{- end }}
 {{- end }}
 
 {{- define "relay.terminationGracePeriodSeconds" -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
-{{- add (ceil .Values.shutdownGrace | int) (int .Values.preStopSleepSeconds) 10 }}
+{{- add (ceil .Values.shutdownGrace | int) (ceil .Values.discordTimeout | int) 5 (int .Values.preStopSleepSeconds) 10 }}
 {{- else }}
 {{- int .Values.terminationGracePeriodSeconds }}
 {{- end }}
@@ -124,6 +122,7 @@ RELAY_{{ $key | snakecase | upper }}: {{ include "relay.envValue" $value | quote
 {{- end }}
 {{- end }}
 RELAY_SHUTDOWN_GRACE: {{ include "relay.envValue" .Values.shutdownGrace | quote }}
+RELAY_DISCORD_TIMEOUT: {{ include "relay.envValue" .Values.discordTimeout | quote }}
 {{- if not (include "relay.externalDatabase" .) }}
 RELAY_DATABASE_URL: "sqlite:////data/relay.db"
 {{- end }}

@@ -164,6 +164,19 @@ def test_grace_period_must_exceed_shutdown_grace(tools: Tools) -> None:
     assert "must exceed shutdownGrace" in result.stderr
 
 
+def test_grace_period_leaves_room_for_a_send_on_the_wire(tools: Tools) -> None:
+    """shutdownGrace 30 + a 20 s Discord answer + 5 s connect + 5 s preStop: 60 is not enough, 61 is."""
+    tight = tools.template("--set", "shutdownGrace=30", "--set", "discordTimeout=20",
+                           "--set", "terminationGracePeriodSeconds=60")
+    assert tight.returncode != 0 and "discordTimeout" in tight.stderr
+    enough = tools.template("--set", "shutdownGrace=30", "--set", "discordTimeout=20",
+                            "--set", "terminationGracePeriodSeconds=61")
+    assert enough.returncode == 0, enough.stderr
+    default = tools.template()
+    assert "terminationGracePeriodSeconds: 70" in default.stdout
+    assert 'RELAY_DISCORD_TIMEOUT: "20"' in default.stdout
+
+
 def test_database_url_with_existing_secret_fails(tools: Tools) -> None:
     result = tools.template("--set", "existingSecret=relay-env", "--set", f"database.url={PG_URL}")
     assert result.returncode != 0
@@ -357,3 +370,14 @@ def test_check_deploy_script_passes(tools: Tools) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "check-deploy: all checks passed" in result.stdout
+
+
+def test_split_workers_are_probed_on_their_health_port(tools: Tools) -> None:
+    docs = tools.render("--set", "mode=split", "--set", "existingSecret=relay-env", "--set", "database.external=true")
+    worker = next(d for d in docs if d and d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-worker"))
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RELAY_WORKER_HEALTH_PORT"] == "8081"
+    assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}

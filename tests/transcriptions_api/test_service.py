@@ -165,3 +165,27 @@ async def test_keep_audio_keeps_the_recording(database_url: str) -> None:
             assert session.scalar(select(Transcription.audio).where(Transcription.id == tr_id)) == b"fake audio"
     finally:
         rt.close()
+
+
+class SilentEngine(FakeEngine):
+    """A recording with no speech in it: faster-whisper finds no segment at all."""
+
+    async def transcribe(self, audio_path: str | os.PathLike[str], options: TranscribeOptions | None = None,
+                         on_progress: Any = None) -> Transcript:
+        """No segments, empty text."""
+        self.calls.append(options)
+        return Transcript(segments=(), language="en", language_probability=0.5, duration=3.0, text="")
+
+
+async def test_a_silent_recording_becomes_a_short_no_speech_result_without_empty_files(runtime: Runtime) -> None:
+    silent = add_job(runtime)
+    await run_until(runtime, SilentEngine([]), lambda: job(runtime, silent).status in ("done", "failed"))
+    assert job(runtime, silent).status == "done"
+    [result] = results_for(runtime, silent)
+    assert result.title == "Transcript: call.ogg — no speech detected"
+    assert "No speech detected" in (result.summary or "") and result.body is None
+    with runtime.db.session() as session:
+        from schemas.tables import Attachment
+
+        assert session.scalar(select(func.count()).select_from(Attachment)
+                              .where(Attachment.result_id == result.id)) == 0
