@@ -35,12 +35,13 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# The default run is the whole product: transcription included (the image's EXTRAS can slim it).
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[postgres]'
+	$(BIN)/pip install --quiet -e '.[postgres,transcription]'
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[postgres,transcription,dev]'
+$(VENV)/.installed-dev: pyproject.toml client/pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[postgres,transcription,dev]' -e './client[discord,cli]'
 	touch $(VENV)/.installed $@
 
 # Benchmarks print ratios measured side by side in one run; they are not part of `make test`.

@@ -1,0 +1,34 @@
+"""Route helpers: the destinations of ``route`` as the relay's wire format expects them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from relay_client._models import DMRoute, InteractionRoute, WebhookRoute
+
+
+def webhook(url: str, thread_id: str | int | None = None) -> WebhookRoute:
+    """A channel webhook (``https://discord.com/api/webhooks/{id}/{token}``), optionally into a thread."""
+    dest = WebhookRoute(type="webhook", url=url)
+    if thread_id is not None:
+        dest["thread_id"] = str(thread_id)
+    return dest
+
+
+def dm(user_id: str | int) -> DMRoute:
+    """A direct message to a user, sent with the relay's bot token."""
+    return DMRoute(type="dm", user_id=str(user_id))
+
+
+def interaction(application_id: str | int, token: str, created_at: datetime | str) -> InteractionRoute:
+    """An interaction follow-up; the relay uses it only while the token lives (15 minutes).
+
+    ``created_at`` is when the interaction was created (``interaction.created_at`` in discord.py);
+    a naive datetime is taken as UTC, because the relay insists on a timezone.
+    """
+    if isinstance(created_at, datetime):
+        if created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=UTC)
+        created_at = created_at.isoformat()
+    return InteractionRoute(type="interaction", application_id=str(application_id), token=token,
+                            created_at=created_at)
