@@ -69,7 +69,9 @@ RESULT_BODY = {"content": {
         {"allOf": [{"$ref": "#/components/schemas/ResultIn"},
                    {"type": "object", "properties": {"attachments": {"maxItems": MAX_ATTACHMENTS - 1}}}]},
         f"the result as JSON (attachments may be omitted); at most {MAX_ATTACHMENTS} files in all",
-        {"files[0]": {"type": "string", "format": "binary"}}, ["payload_json"]),
+        {"files[0]": {"type": "string", "format": "binary", "minLength": 1,
+                      "description": "a file (not empty: Discord does not take empty attachments)"}},
+        ["payload_json"]),
 }, "required": True}
 TRANSCRIPTION_BODY = {"content": {"multipart/form-data": _multipart(
     {"allOf": [{"$ref": "#/components/schemas/TranscriptionIn"}]}, "route, mode, title and options as JSON",

@@ -87,7 +87,9 @@ class AttachmentIn(_Strict):
     filename: str = Field(min_length=1, max_length=255, json_schema_extra={"pattern": FILENAME_PATTERN})
     content_type: str = Field(default="application/octet-stream", max_length=255,
                               json_schema_extra={"pattern": MEDIA_TYPE_PATTERN})
-    content_base64: str = Field(json_schema_extra={"pattern": BASE64_PATTERN})
+    # minLength only in the schema: the validator below says why an empty file is refused.
+    content_base64: str = Field(json_schema_extra={"pattern": BASE64_PATTERN, "minLength": 4},
+                                description="the file's bytes in base64; an empty file is refused")
 
     @field_validator("filename")
     @classmethod

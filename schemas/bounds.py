@@ -29,8 +29,10 @@ _MEDIA_TYPE = re.compile(rf'^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKE
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 _BAD_TEXT = re.compile(r"[\x00\ud800-\udfff]")
-TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*$"
-"""Every string of a body, as a JSON Schema pattern: no NUL, no unpaired surrogate."""
+TEXT_PATTERN = r"^[^\u0000]*$"
+"""Every string of a body, as a JSON Schema pattern: no NUL. (Unpaired surrogates are refused too,
+but a surrogate range in a pattern is one that schema-driven generators cannot use, and JSON
+text from a well-behaved encoder never carries one: the schema's descriptions say it instead.)"""
 MEDIA_TYPE_PATTERN = rf'^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*$'
 FILENAME_PATTERN = r"^[^\u0000-\u001f\u007f\ud800-\udfff]+$"
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
