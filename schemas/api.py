@@ -11,7 +11,7 @@ import binascii
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from schemas.bounds import (
     BASE64_PATTERN,
@@ -20,6 +20,7 @@ from schemas.bounds import (
     MEDIA_TYPE_PATTERN,
     BoundedJson,
     IsoDatetime,
+    check_body,
     check_filename,
     check_media_type,
 )
@@ -32,6 +33,34 @@ ResultStatus = Literal["pending", "delivering", "delivered", "undelivered", "pic
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _TextBounded(_Strict):
+    """A body whose strings (and nested values) are held to ``schemas.bounds`` as a whole.
+
+    ``ResultIn`` is checked by the ingest path before parsing; bodies FastAPI parses itself get
+    the same rule here, so no route stores (or filters on) a string PostgreSQL cannot hold.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            found = check_body(value)
+            if found is not None:
+                raise ValueError(f"{found[0]}: {found[1]}")
+        return value
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's ``integer`` includes ``60.0``: take an integral float as the int it is."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An embed colour: an integer as JSON Schema means it (``60`` or ``60.0``), never a string or a bool.
+Color = Annotated[int, Field(strict=True, ge=0, le=0xFFFFFF), BeforeValidator(_integral)]
 
 
 class WebhookDestination(_Strict):
@@ -126,7 +155,7 @@ class ResultIn(_Strict):
     body: str | None = None
     fields: list[FieldIn] = Field(default_factory=list, max_length=500)
     url: str | None = Field(default=None, max_length=2048, json_schema_extra={"pattern": r"^https?://"})
-    color: int | None = Field(default=None, ge=0, le=0xFFFFFF, strict=True)
+    color: Color | None = None
     level: Level | None = None
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     route: list[DestinationIn] = Field(min_length=1, max_length=20)
@@ -148,7 +177,7 @@ class RedeliverIn(_Strict):
     mode: Mode | None = None
 
 
-class BulkRedeliverIn(_Strict):
+class BulkRedeliverIn(_TextBounded):
     """``POST /v1/results/redeliver``: every result matching the filter is queued again."""
 
     status: Literal["undelivered", "delivered", "picked_up"] = "undelivered"
@@ -255,7 +284,7 @@ def clean_filename(name: str) -> str:
     return base
 
 
-class ProgressIn(_Strict):
+class ProgressIn(_TextBounded):
     """``POST /v1/progress``: the newest state of a running workflow, shown in one edited message."""
 
     workflow_id: str = Field(min_length=1, max_length=255)

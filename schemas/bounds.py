@@ -34,7 +34,7 @@ TEXT_PATTERN = r"^[^\u0000]*$"
 but a surrogate range in a pattern is one that schema-driven generators cannot use, and JSON
 text from a well-behaved encoder never carries one: the schema's descriptions say it instead.)"""
 MEDIA_TYPE_PATTERN = rf'^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*$'
-FILENAME_PATTERN = r"^[^\u0000-\u001f\u007f\ud800-\udfff]+$"
+FILENAME_PATTERN = r"^[^\u0000-\u001f\u007f]+$"  # lone surrogates too are refused (see TEXT_PATTERN)
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 

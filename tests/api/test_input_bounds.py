@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from schemas.bounds import MAX_ATTACHMENTS, MAX_NESTING
-from tests.conftest import Relay, result_payload
+from tests.conftest import WEBHOOK_URL, Relay, result_payload
 
 INJECTED = "text/html\r\nX-Injected: 1"
 
@@ -204,3 +204,26 @@ def test_timestamps_are_rfc3339_text_not_seconds(relay: Relay, since: str) -> No
     route = [{"type": "interaction", "application_id": "1", "token": "tok", "created_at": 0}]
     assert relay.post_result(result_payload(route=route)).status_code == 422
     assert relay.client.get("/v1/results", params={"since": "2026-01-01T00:00:00Z"}).status_code == 200
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("/v1/progress", {"workflow_id": "wf", "stage": "ok", "message": "nul\u0000here",
+                      "route": [{"type": "webhook", "url": WEBHOOK_URL}]}, "message"),
+    ("/v1/progress", {"workflow_id": "wf\u0000", "route": [{"type": "webhook", "url": WEBHOOK_URL}]}, "workflow_id"),
+    ("/v1/results/redeliver", {"destination": "webhook:1\u0000"}, "destination"),
+])
+def test_bodies_parsed_by_fastapi_are_held_to_the_same_text_bounds(relay: Relay, path: str, body: dict,
+                                                                   field: str) -> None:
+    resp = relay.client.post(path, json=body)
+    assert resp.status_code == 422, resp.text
+    assert field in resp.json()["error"]["message"] and "NUL" in resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("color", "status"), [(60.0, 202), (60, 202), (60.5, 422), ("60", 422), (True, 422),
+                                               (0x1000000, 422)])
+def test_color_is_an_integer_as_json_schema_means_it(relay: Relay, color: Any, status: int) -> None:
+    resp = relay.post_result(result_payload(color=color))
+    assert resp.status_code == status, resp.text
+    if status == 202:
+        content = relay.client.get(f"/v1/results/{resp.json()['id']}/content").json()
+        assert content["color"] == 60 and isinstance(content["color"], int)
