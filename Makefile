@@ -12,7 +12,6 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev system-deps
 	$(BIN)/ruff check .
-	$(BIN)/python scripts/schemathesis_run.py
 	$(BIN)/pytest -m "not slow"
 	$(BIN)/pytest -m slow
 
