@@ -232,6 +232,18 @@ def postgres_database(server_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def open_store(database_url: str | None, work: Path, stack: contextlib.ExitStack, pg_server: str | None) -> Store:
+    """The store a benchmark run uses, migrated and with a key: a SQLite file in ``work`` (``None``),
+    a throw-away PostgreSQL database on ``pg_server`` (``PG_SENTINEL``, dropped when ``stack``
+    closes), or the given URL."""
+    if database_url is None:
+        database_url = f"sqlite:///{work}/relay.db"
+    elif database_url == PG_SENTINEL:
+        assert pg_server is not None
+        database_url = stack.enter_context(postgres_database(pg_server))
+    return prepare_store(database_url, work)
+
+
 def relay_proc(store: Store, emulator: Emulator, work: Path, log_name: str, *, port: int | None = None,
                **settings: object) -> Proc:
     """``relay serve`` on ``store`` pointed at ``emulator`` (settings become ``RELAY_*``)."""

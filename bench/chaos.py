@@ -56,8 +56,7 @@ from bench._common import (
     count_429,
     free_port,
     message_tag,
-    postgres_database,
-    prepare_store,
+    open_store,
     relay_proc,
     small_result,
 )
@@ -251,11 +250,7 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> Outco
     stop = threading.Event()
     try:
         with Emulator(work) as emulator, contextlib.ExitStack() as stack:
-            if database_url is None:
-                database_url = f"sqlite:///{work}/relay.db"
-            elif database_url == PG_SENTINEL:
-                database_url = stack.enter_context(postgres_database(args.postgres))
-            store: Store = prepare_store(database_url, work)
+            store: Store = open_store(database_url, work, stack, args.postgres)
             settings = {"worker_concurrency": args.concurrency, "poll_interval": 0.5, "lease_seconds": args.lease,
                         "retry_schedule": "1,2,4,8", "retry_jitter": 0.1, "shutdown_grace": 2}
             relay = relay_proc(store, emulator, work, "relay.log", port=free_port(), **settings).start()

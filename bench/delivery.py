@@ -57,9 +57,8 @@ from bench._common import (
     count_429,
     cpu_seconds,
     message_tag,
+    open_store,
     percentile,
-    postgres_database,
-    prepare_store,
     relay_proc,
     running,
     small_result,
@@ -288,11 +287,7 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> dict[
     tag = secrets.token_hex(3)
     try:
         with Emulator(work) as emulator, contextlib.ExitStack() as stack:
-            if database_url is None:
-                database_url = f"sqlite:///{work}/relay.db"
-            elif database_url == PG_SENTINEL:
-                database_url = stack.enter_context(postgres_database(args.postgres))
-            store = prepare_store(database_url, work)
+            store = open_store(database_url, work, stack, args.postgres)
             print(f"\n== {label}: {args.webhooks} webhooks x {args.messages} messages, "
                   f"worker concurrency {args.concurrency} ==", flush=True)
             relay, latency = bench_relay(args, emulator, store, work, tag)

@@ -32,8 +32,7 @@ from bench._common import (
     Emulator,
     Proc,
     message_tag,
-    postgres_database,
-    prepare_store,
+    open_store,
     relay_proc,
     small_result,
 )
@@ -57,11 +56,7 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> dict[
     procs: list[Proc] = []
     try:
         with Emulator(work) as emulator, contextlib.ExitStack() as stack:
-            if database_url is None:
-                database_url = f"sqlite:///{work}/relay.db"
-            elif database_url == PG_SENTINEL:
-                database_url = stack.enter_context(postgres_database(args.postgres))
-            store = prepare_store(database_url, work)
+            store = open_store(database_url, work, stack, args.postgres)
             limit = {"requests": args.per_webhook, "per": 2.0}
             emulator.client.put("/_emulator/rate_limits",
                                 json={"webhook": limit, "webhook_message": limit}).raise_for_status()
