@@ -10,11 +10,13 @@ on hold.
 from __future__ import annotations
 
 from collections import deque
+from typing import get_args
 
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from schemas import api
 from schemas.lifecycle import (
     DELIVERY_ACTIVE,
     RESULT_FINISHED,
@@ -262,3 +264,8 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 TestLifecycle = Lifecycle.TestCase
+
+
+def test_the_wire_contract_names_the_same_result_statuses() -> None:
+    """``schemas.api.ResultStatus`` (the OpenAPI enum) is the lifecycle's, value for value."""
+    assert get_args(api.ResultStatus) == tuple(status.value for status in ResultStatus)
