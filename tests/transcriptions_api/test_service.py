@@ -66,6 +66,11 @@ async def runtime(database_url: str) -> AsyncIterator[Runtime]:
     rt.close()
 
 
+def _webhook_targets(runtime: Runtime) -> list[Any]:
+    body = TranscriptionIn.model_validate({"route": [{"type": "webhook", "url": WEBHOOK_URL}]})
+    return build_targets(body.route, runtime.settings, runtime.cipher)
+
+
 def add_job(runtime: Runtime, **options: Any) -> str:
     """Store a job as the API would (the bytes need not be audio for the fake engine)."""
     body = TranscriptionIn.model_validate({"route": [{"type": "webhook", "url": WEBHOOK_URL}], **options})
@@ -137,7 +142,7 @@ async def test_a_result_stored_by_an_earlier_attempt_is_never_made_twice(runtime
         key_id="key_test", tenant="default", idempotency_key=f"transcription:{tr_id}", request_hash="x",
         workflow_id=None,
         title="Transcript: call.ogg", summary=None, body="earlier", fields=[], url=None, color=None, level=None,
-        metadata={}, mode="first_success", targets=[]))
+        metadata={}, mode="first_success", targets=_webhook_targets(runtime)))
     engine = FakeEngine(["ok"])
     await run_until(runtime, engine, lambda: job(runtime, tr_id).status == "done")
     [only] = results_for(runtime, tr_id)
