@@ -220,6 +220,7 @@ def preview(content: ResultContentView, settings: Settings) -> tuple[list[Messag
         url=content.url, color=content.color, level=level, workflow_id=content.workflow_id,  # type: ignore[arg-type]
         attachments=tuple(AttachmentRef(index=a.index, filename=a.filename, content_type=a.content_type,
                                         size=a.size, sha256=a.sha256) for a in content.attachments),
+        content=content.content, embeds=tuple(content.embeds),
     )
     limits = Limits(max_attachment_bytes=settings.max_attachment_bytes, max_body_messages=settings.max_body_messages)
     try:
