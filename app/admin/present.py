@@ -177,6 +177,8 @@ class EmbedPreview:
     description: Markup | None
     fields: list[dict[str, Any]]
     footer: str | None
+    image: str | None = None
+    thumbnail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ def _embed(embed: dict[str, Any]) -> EmbedPreview:
         fields=[{"name": f.get("name", ""), "value": markdown(f.get("value", "")), "inline": bool(f.get("inline"))}
                 for f in embed.get("fields", ())],
         footer=(embed.get("footer") or {}).get("text"),
+        image=(embed.get("image") or {}).get("url"), thumbnail=(embed.get("thumbnail") or {}).get("url"),
     )
 
 
