@@ -58,11 +58,17 @@ def shown(text: str | None) -> str:
     return (text or "").strip(_TRIMMED)
 
 
+def _bounded(limit: int, what: str) -> Any:
+    """The check of :func:`_limited`, and Discord's ``maxLength`` in the schema (as its own spec has it)."""
+    return Field(json_schema_extra={"maxLength": limit, "description": f"at most {limit} characters (Discord's "
+                                    f"limit for {what}), counted in UTF-16 units after trimming, as Discord does"})
+
+
 def _limited(limit: int, what: str) -> AfterValidator:
     def check(value: str | None) -> str | None:
         if value is not None and (size := utf16_units(shown(value))) > limit:
-            raise ValueError(f"longer than {limit} ({what}; this one has {size} characters, counted in UTF-16 "
-                             "units as Discord does)")
+            raise ValueError(f"longer than {limit} (Discord's limit for {what}; this one has {size} characters, "
+                             "counted in UTF-16 units as Discord does)")
         return value
 
     return AfterValidator(check)
@@ -88,8 +94,17 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
     return AfterValidator(check)
 
 
-WebUrl = Annotated[str | None, Field(max_length=URL_MAX), _url(_WEB)]
-FileUrl = Annotated[str | None, Field(max_length=URL_MAX), _url(_FILES)]
+WebUrl = Annotated[str | None, Field(max_length=URL_MAX, json_schema_extra={"pattern": r"^[hH][tT][tT][pP][sS]?://[^\s/?#]\S*$"}),
+                   _url(_WEB)]
+FileUrl = Annotated[str | None, Field(max_length=URL_MAX, json_schema_extra={
+    "pattern": r"^(?:[hH][tT][tT][pP][sS]?|[aA][tT][tT][aA][cC][hH][mM][eE][nN][tT])://[^\s/?#]\S*$",
+    "description": "http(s):// or attachment://<filename of one of this result's files>"}), _url(_FILES)]
+TitleText = Annotated[str | None, _limited(TITLE_MAX, "an embed title"), _bounded(TITLE_MAX, "an embed title")]
+FooterText = Annotated[str | None, _limited(FOOTER_MAX, "a footer"), _bounded(FOOTER_MAX, "a footer")]
+AuthorName = Annotated[str | None, _limited(AUTHOR_MAX, "an author name"), _bounded(AUTHOR_MAX, "an author name")]
+ProviderName = Annotated[str | None, _limited(AUTHOR_MAX, "a provider name"), _bounded(AUTHOR_MAX, "a provider name")]
+FieldName = Annotated[str, _limited(FIELD_NAME_MAX, "a field name"), _bounded(FIELD_NAME_MAX, "a field name")]
+FieldValue = Annotated[str, _limited(FIELD_VALUE_MAX, "a field value"), _bounded(FIELD_VALUE_MAX, "a field value")]
 Dimension = Annotated[int | None, Field(ge=0, le=2**31 - 1, strict=True)]
 
 
@@ -102,7 +117,7 @@ class _Discord(BaseModel):
 class EmbedFooter(_Discord):
     """``footer``: text (2048) and an icon."""
 
-    text: Annotated[str | None, _limited(FOOTER_MAX, "Discord's limit for a footer")] = None
+    text: FooterText = None
     icon_url: FileUrl = None
     proxy_icon_url: WebUrl = Field(default=None, description="set by Discord on embeds it returns; not sent")
 
@@ -110,7 +125,7 @@ class EmbedFooter(_Discord):
 class EmbedAuthor(_Discord):
     """``author``: name (256), link and icon."""
 
-    name: Annotated[str | None, _limited(AUTHOR_MAX, "Discord's limit for an author name")] = None
+    name: AuthorName = None
     url: WebUrl = None
     icon_url: FileUrl = None
     proxy_icon_url: WebUrl = Field(default=None, description="set by Discord on embeds it returns; not sent")
@@ -139,15 +154,15 @@ class EmbedVideo(EmbedMedia):
 class EmbedProvider(_Discord):
     """``provider``: name (256) and link."""
 
-    name: Annotated[str | None, _limited(AUTHOR_MAX, "Discord's limit for a provider name")] = None
+    name: ProviderName = None
     url: WebUrl = None
 
 
 class EmbedField(_Discord):
     """One field: name (256) and value (1024). A blank one is shown blank (Discord refuses empty text)."""
 
-    name: Annotated[str, _limited(FIELD_NAME_MAX, "Discord's limit for a field name")]
-    value: Annotated[str, _limited(FIELD_VALUE_MAX, "Discord's limit for a field value")]
+    name: FieldName
+    value: FieldValue
     inline: bool | None = Field(default=None, strict=True)
 
 
@@ -165,7 +180,7 @@ class Embed(_Discord):
     """A Discord embed object (https://discord.com/developers/docs/resources/message#embed-object)."""
 
     type: str | None = Field(default=None, max_length=32, description="Discord sends every webhook embed as rich")
-    title: Annotated[str | None, _limited(TITLE_MAX, "Discord's limit for an embed title")] = None
+    title: TitleText = None
     description: str | None = Field(default=None, description="any length: continued in follow-on embeds")
     url: WebUrl = None
     timestamp: Annotated[str | None, AfterValidator(_timestamp)] = Field(default=None, max_length=64)
@@ -176,7 +191,7 @@ class Embed(_Discord):
     video: EmbedVideo | None = None
     provider: EmbedProvider | None = None
     author: EmbedAuthor | None = None
-    fields: list[EmbedField] | None = None
+    fields: list[EmbedField] | None = Field(default=None, json_schema_extra={"maxItems": FIELDS_MAX})
     flags: Dimension = None
     content_scan_version: Dimension = None
 

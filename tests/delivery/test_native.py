@@ -62,8 +62,9 @@ def _valid(embed: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _whole(embed: dict[str, Any], limits: Limits) -> bool:
-    chars = sum(utf16_len(t) for t in (embed.get("title", ""), embed.get("description", ""),
-                                       embed.get("footer", {}).get("text", ""), embed.get("author", {}).get("name", "")))
+    texts = (embed.get("title", ""), embed.get("description", ""), embed.get("footer", {}).get("text", ""),
+             embed.get("author", {}).get("name", ""))
+    chars = sum(utf16_len(t) for t in texts)
     chars += sum(utf16_len(f["name"]) + utf16_len(f["value"]) for f in embed.get("fields", ()))
     return (chars <= limits.embed_total and utf16_len(embed.get("description", "")) <= limits.description
             and len(embed.get("fields", ())) <= limits.fields_per_embed)
@@ -127,8 +128,9 @@ def read_back(plans: list[MessagePlan], wanted: list[dict[str, Any]], limits: Li
                 assert not seen_fields, "the description comes before the fields"
                 text += decode_piece(got["description"])
             seen_fields += got.get("fields", [])
+            foot = {"footer", "image", "timestamp"}
             if text == want.get("description", "") and seen_fields == want.get("fields", []) and (
-                    not {"footer", "image", "timestamp"} & want.keys() or {"footer", "image", "timestamp"} & got.keys()):
+                    not foot & want.keys() or foot & got.keys()):
                 break
         head = {k: parts[0][k] for k in ("title", "url", "author", "thumbnail") if k in parts[0]}
         foot = {k: parts[-1][k] for k in ("image", "footer", "timestamp") if k in parts[-1]}
@@ -174,7 +176,8 @@ def _check(result: RenderInput, limits: Limits, destination: str = "webhook") ->
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(raw=st.lists(embeds, max_size=14), content=st.one_of(st.none(), short, long_text),
        limits=st.sampled_from(LIMIT_SETS), destination=st.sampled_from(["webhook", "interaction", "dm"]),
-       own=st.sampled_from([{}, {"title": "Relay title", "body": "Body\n\n" * 300}, {"summary": "s", "level": "error"}]))
+       own=st.sampled_from([{}, {"title": "Relay title", "body": "Body\n\n" * 300},
+                            {"summary": "s", "level": "error"}]))
 def test_native_embeds_render_valid_lossless_and_in_order(raw: list[dict[str, Any]], content: str | None,
                                                           limits: Limits, destination: str,
                                                           own: dict[str, Any]) -> None:
@@ -227,8 +230,8 @@ def test_mixed_result_native_embeds_first_then_the_relay_rendering() -> None:
 def test_an_embed_too_large_for_one_embed_splits_fields_and_keeps_its_foot_last() -> None:
     embed = {"title": "t", "author": {"name": "a"}, "thumbnail": {"url": "https://x.example/t.png"},
              "fields": [{"name": f"f{i}", "value": "v" * 1000} for i in range(25)],
-             "footer": {"text": "foot"}, "image": {"url": "https://x.example/i.png"}, "timestamp": "2026-12-02T18:00:00Z",
-             "color": 7}
+             "footer": {"text": "foot"}, "image": {"url": "https://x.example/i.png"},
+             "timestamp": "2026-12-02T18:00:00Z", "color": 7}
     plans = _check(RenderInput(embeds=(embed,)), Limits())
     parts = [e for p in plans for e in p.payload["embeds"]]
     assert len(parts) == 5 and all(part["color"] == 7 for part in parts)
