@@ -23,9 +23,18 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from schemas.bounds import Color
+from schemas.bounds import Color, IsoDatetime
 
 #: Discord's documented per-embed limits (UTF-16 units of the trimmed text).
 TITLE_MAX = 256
@@ -43,6 +52,8 @@ _TRIMMED = (
     "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u180e\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
     "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 )
+#: A string with something left after Discord's trim, as a JSON Schema pattern (unanchored: a search).
+SHOWN_PATTERN = "[^" + "".join(f"\\u{ord(c):04x}" for c in _TRIMMED) + "]"
 ATTACHMENT_SCHEME = "attachment://"
 _WEB = ("http", "https")
 _FILES = ("http", "https", "attachment")
@@ -94,15 +105,22 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
     return AfterValidator(check)
 
 
-WebUrl = Annotated[str | None, Field(max_length=URL_MAX, json_schema_extra={"pattern": r"^[hH][tT][tT][pP][sS]?://[^\s/?#]\S*$"}),
-                   _url(_WEB)]
-FileUrl = Annotated[str | None, Field(max_length=URL_MAX, json_schema_extra={
-    "pattern": r"^(?:[hH][tT][tT][pP][sS]?|[aA][tT][tT][aA][cC][hH][mM][eE][nN][tT])://[^\s/?#]\S*$",
-    "description": "http(s):// or attachment://<filename of one of this result's files>"}), _url(_FILES)]
-TitleText = Annotated[str | None, _limited(TITLE_MAX, "an embed title"), _bounded(TITLE_MAX, "an embed title")]
-FooterText = Annotated[str | None, _limited(FOOTER_MAX, "a footer"), _bounded(FOOTER_MAX, "a footer")]
-AuthorName = Annotated[str | None, _limited(AUTHOR_MAX, "an author name"), _bounded(AUTHOR_MAX, "an author name")]
-ProviderName = Annotated[str | None, _limited(AUTHOR_MAX, "a provider name"), _bounded(AUTHOR_MAX, "a provider name")]
+_URL_CHAR = r"[^\s\u0000-\u001f\u007f]"  # no whitespace, no control characters
+_WebText = Annotated[str, Field(max_length=URL_MAX, json_schema_extra={
+    "pattern": rf"^[hH][tT][tT][pP][sS]?://[^\s\u0000-\u001f\u007f/?#]{_URL_CHAR}*$"})]
+_FileText = Annotated[str, Field(max_length=URL_MAX, json_schema_extra={
+    "pattern": rf"^(?:[hH][tT][tT][pP][sS]?|[aA][tT][tT][aA][cC][hH][mM][eE][nN][tT])://"
+               rf"[^\s\u0000-\u001f\u007f/?#]{_URL_CHAR}*$",
+    "description": "http(s):// or attachment://<filename of one of this result's files>"})]
+WebUrl = Annotated[_WebText | None, _url(_WEB)]
+FileUrl = Annotated[_FileText | None, _url(_FILES)]
+TitleText = Annotated[Annotated[str, _bounded(TITLE_MAX, "an embed title")] | None,
+                      _limited(TITLE_MAX, "an embed title")]
+FooterText = Annotated[Annotated[str, _bounded(FOOTER_MAX, "a footer")] | None, _limited(FOOTER_MAX, "a footer")]
+AuthorName = Annotated[Annotated[str, _bounded(AUTHOR_MAX, "an author name")] | None,
+                       _limited(AUTHOR_MAX, "an author name")]
+ProviderName = Annotated[Annotated[str, _bounded(AUTHOR_MAX, "a provider name")] | None,
+                         _limited(AUTHOR_MAX, "a provider name")]
 FieldName = Annotated[str, _limited(FIELD_NAME_MAX, "a field name"), _bounded(FIELD_NAME_MAX, "a field name")]
 FieldValue = Annotated[str, _limited(FIELD_VALUE_MAX, "a field value"), _bounded(FIELD_VALUE_MAX, "a field value")]
 Dimension = Annotated[int | None, Field(ge=0, le=2**31 - 1, strict=True)]
@@ -166,24 +184,53 @@ class EmbedField(_Discord):
     inline: bool | None = Field(default=None, strict=True)
 
 
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(IsoDatetime)
+
+
 def _timestamp(value: str | None) -> str | None:
+    # Checked as the date-time it must be, kept as the text it was (Discord takes ISO 8601 text).
     if value is None:
         return value
     try:
-        datetime.fromisoformat(value)
-    except ValueError:
+        _DATETIME.validate_python(value)
+    except ValidationError:
         raise ValueError("must be an ISO 8601 timestamp such as 2026-11-23T10:00:00+00:00") from None
     return value
 
 
+def _visible_schema(schema: dict[str, Any]) -> None:
+    """Say in the schema what ``Embed._visible`` checks: one part Discord can show, with text that is not blank."""
+    text = {"type": "string", "pattern": SHOWN_PATTERN}
+    schema["anyOf"] = [
+        {"required": ["title"], "properties": {"title": text}},
+        {"required": ["description"], "properties": {"description": text}},
+        {"required": ["fields"], "properties": {"fields": {"type": "array", "minItems": 1}}},
+        {"required": ["author"], "properties": {"author": {"type": "object", "required": ["name"],
+                                                           "properties": {"name": text}}}},
+        {"required": ["footer"], "properties": {"footer": {"type": "object", "required": ["text"],
+                                                           "properties": {"text": text}}}},
+        {"required": ["image"], "properties": {"image": {"type": "object", "required": ["url"],
+                                                         "properties": {"url": {"type": "string"}}}}},
+        {"required": ["thumbnail"], "properties": {"thumbnail": {"type": "object", "required": ["url"],
+                                                                 "properties": {"url": {"type": "string"}}}}},
+    ]
+
+
 class Embed(_Discord):
-    """A Discord embed object (https://discord.com/developers/docs/resources/message#embed-object)."""
+    """A Discord embed object (https://discord.com/developers/docs/resources/message#embed-object).
+
+    It must show something: a title, description, author name or footer text that is not blank,
+    a field, an image or a thumbnail.
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_visible_schema)
 
     type: str | None = Field(default=None, max_length=32, description="Discord sends every webhook embed as rich")
     title: TitleText = None
     description: str | None = Field(default=None, description="any length: continued in follow-on embeds")
     url: WebUrl = None
-    timestamp: Annotated[str | None, AfterValidator(_timestamp)] = Field(default=None, max_length=64)
+    timestamp: Annotated[Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})] | None,
+                         AfterValidator(_timestamp)] = None
     color: Color | None = None
     footer: EmbedFooter | None = None
     image: EmbedMedia | None = None
