@@ -12,6 +12,8 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev system-deps
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/schemathesis_run.py
 	$(BIN)/pytest -m "not slow"
 	$(BIN)/pytest -m slow
 
@@ -23,8 +25,9 @@ test-slow: $(VENV)/.installed-dev system-deps
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
-# Schemathesis (--checks all, 100 examples per operation) against a live relay with seeded ids.
+# Schemathesis (--checks all, 100 examples per operation) against a live relay with seeded ids; part of `test`.
 api-fuzz: $(VENV)/.installed-dev
 	$(BIN)/python scripts/schemathesis_run.py
 

@@ -101,6 +101,12 @@ class ResultDetail:
     timeline: list[DeliveryTimeline]
 
 
+def _destination_view(row: Destination) -> DestinationView:
+    return DestinationView(key=row.key, tenant=row.tenant, kind=row.kind, label=row.label or row.key,
+                           disabled=row.disabled, disabled_reason=row.disabled_reason,
+                           disabled_at=as_utc(row.disabled_at), updated_at=as_utc(row.updated_at))  # type: ignore[arg-type]
+
+
 class AdminStore:
     """Reads and writes of the admin page that ``ResultStore`` has no reason to know."""
 
@@ -216,15 +222,14 @@ class AdminStore:
         query = query.order_by(Destination.disabled.desc(), Destination.updated_at.desc(), Destination.key)
         with self._db.session() as session:
             rows = session.scalars(query.limit(limit)).all()
-        return [
-            DestinationView(key=r.key, tenant=r.tenant, kind=r.kind, label=r.label or r.key, disabled=r.disabled,
-                            disabled_reason=r.disabled_reason, disabled_at=as_utc(r.disabled_at),
-                            updated_at=as_utc(r.updated_at))  # type: ignore[arg-type]
-            for r in rows
-        ]
+        return [_destination_view(r) for r in rows]
 
-    def reenable(self, key: str, *, tenant: str | None = None) -> bool:
-        """Clear a destination's disabled flag and reason; False when no such destination (in ``tenant``)."""
+    def reenable(self, key: str, *, tenant: str | None = None) -> DestinationView | None:
+        """Clear a destination's disabled flag and reason; its record afterwards, None when no such destination.
+
+        The record is read back by its key in the same transaction: a lookup in a listing would miss a
+        destination beyond the listing's first page.
+        """
         query = update(Destination).where(Destination.key == key)
         if tenant is not None:
             query = query.where(Destination.tenant == tenant)
@@ -233,7 +238,9 @@ class AdminStore:
                 query
                 .values(disabled=False, disabled_reason=None, disabled_at=None, updated_at=utcnow())
             )
-            return bool(done.rowcount)  # type: ignore[attr-defined]
+            if not done.rowcount:  # type: ignore[attr-defined]
+                return None
+            return _destination_view(session.get_one(Destination, key))
 
     # --- overview --------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 
 import uvicorn
+from pydantic import ValidationError
 
 from app.db import SchemaOutdated, ensure_schema, migrate
 from app.logs import configure_logging
@@ -154,7 +155,14 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``relay`` console script."""
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "RELAY_" + str(error["loc"][0] if error["loc"] else "").upper()
+            where = "".join(f"[{part}]" for part in error["loc"][1:])
+            sys.stderr.write(f"relay: {name}{where}: {error['msg']}\n")
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.func(settings, args))

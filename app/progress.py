@@ -7,10 +7,15 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.destinations import Target
 from app.store import Database, utcnow
 from schemas.tables import ProgressMessage
+from store.errors import StoreUnavailable
+
+# Whole-write attempts of one progress update against concurrent first updates of its workflow.
+CONFLICT_ATTEMPTS = 5
 
 
 class ProgressStore:
@@ -23,37 +28,45 @@ class ProgressStore:
         """Store the newest state for each destination; ``(recorded, skipped reasons)``.
 
         DMs get no progress message: a bot's DM cannot be edited through a webhook token, and a
-        DM per update would be noise.
+        DM per update would be noise. Every destination's row is written in one transaction, so an
+        update is recorded for all of them or for none; a concurrent first update of the same
+        workflow (a unique-key conflict) makes the whole write start over, up to
+        ``CONFLICT_ATTEMPTS`` times, after which the caller gets ``StoreUnavailable`` (a 503 to
+        retry) rather than a count of updates that were never stored.
         """
         skipped = []
-        recorded = 0
+        rows: list[tuple[Target, dict[str, Any]]] = []
         for position, target in enumerate(targets):
             if target.kind == "dm":
                 skipped.append(f"route.{position}: progress is not shown in DMs")
                 continue
             following = targets[position + 1].kind if position + 1 < len(targets) else None
-            self._upsert(workflow_id, target, {**state, "next_kind": following})
-            recorded += 1
-        return recorded, skipped
-
-    def _upsert(self, workflow_id: str, target: Target, state: dict[str, Any]) -> None:
-        for _ in range(2):
+            rows.append((target, {**state, "next_kind": following}))
+        for _ in range(CONFLICT_ATTEMPTS):
             try:
                 with self._db.session(write=True) as session:
-                    now = utcnow()
-                    row = session.scalar(select(ProgressMessage).where(
-                        ProgressMessage.workflow_id == workflow_id, ProgressMessage.destination_key == target.key))
-                    if row is None:
-                        session.add(ProgressMessage(
-                            workflow_id=workflow_id, destination_key=target.key, kind=target.kind,
-                            target_json=target.stored, state_json=state, version=1, created_at=now, updated_at=now))
-                    else:
-                        keep = {"handoff_sent": True} if row.state_json.get("handoff_sent") else {}
-                        row.state_json = {**state, **keep}
-                        row.target_json = target.stored
-                        row.version += 1
-                        row.next_attempt_at = None
-                        row.updated_at = now
-                return
+                    for target, row_state in rows:
+                        _upsert(session, workflow_id, target, row_state)
+                return len(rows), skipped
             except IntegrityError:
-                continue  # a concurrent first update inserted the row: update it instead
+                continue  # a concurrent first update inserted a row: read it and update it instead
+        raise StoreUnavailable(f"progress of {workflow_id!r} kept conflicting with concurrent updates")
+
+
+def _upsert(session: Session, workflow_id: str, target: Target, state: dict[str, Any]) -> None:
+    now = utcnow()
+    # Locked: a hand-off notice marked meanwhile (``handoff_sent``) must be read, not overwritten.
+    row = session.scalar(select(ProgressMessage).where(
+        ProgressMessage.workflow_id == workflow_id, ProgressMessage.destination_key == target.key).with_for_update())
+    if row is None:
+        session.add(ProgressMessage(
+            workflow_id=workflow_id, destination_key=target.key, kind=target.kind,
+            target_json=target.stored, state_json=state, version=1, created_at=now, updated_at=now))
+        session.flush()
+        return
+    keep = {"handoff_sent": True} if row.state_json.get("handoff_sent") else {}
+    row.state_json = {**state, **keep}
+    row.target_json = target.stored
+    row.version += 1
+    row.next_attempt_at = None
+    row.updated_at = now

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Select, delete, exists, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -38,7 +38,9 @@ from app.store import (
     encode_cursor,
     utcnow,
 )
+from schemas.lifecycle import Ack, DeliveryStatus, NewGeneration, Redeliver, ResultStatus, Route
 from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
+from store.route import advance, load_route
 
 STREAM_CHUNK = 1024 * 1024
 # A batch is what queued while the previous one committed, capped so one transaction stays short.
@@ -107,21 +109,23 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
             "summary": new.summary, "body": new.body, "fields_json": new.fields, "content": new.content,
             "embeds_json": new.embeds, "url": new.url,
             "color": new.color, "level": new.level, "metadata_json": new.metadata, "mode": new.mode,
-            "status": "pending", "generation": 1, "created_at": now, "updated_at": now, "finished_at": None,
+            "status": ResultStatus.PENDING.value, "generation": 1, "created_at": now, "updated_at": now,
+            "finished_at": None,
         })
         for idx, att in enumerate(new.attachments):
             attachments.append({
                 "result_id": p.result_id, "idx": idx, "filename": att.filename, "content_type": att.content_type,
                 "size": len(att.data), "sha256": hashlib.sha256(att.data).hexdigest(), "data": att.data,
             })
-        for position, target in enumerate(new.targets):
+        accepted = Route.accepted(new.mode, len(new.targets))  # type: ignore[arg-type]
+        for position, (target, status) in enumerate(zip(new.targets, accepted.deliveries, strict=True)):
             destinations.setdefault(target.key, {"key": target.key, "tenant": target.tenant, "kind": target.kind,
                                                  "label": target.label, "updated_at": now})
-            first = position == 0 or new.mode == "all"
+            due = status is DeliveryStatus.PENDING
             deliveries.append({
                 "result_id": p.result_id, "generation": 1, "position": position, "destination_key": target.key,
-                "kind": target.kind, "target_json": target.stored, "status": "pending" if first else "waiting",
-                "next_attempt_at": now if first else None, "created_at": now, "updated_at": now,
+                "kind": target.kind, "target_json": target.stored, "status": status.value,
+                "next_attempt_at": now if due else None, "created_at": now, "updated_at": now,
             })
         outcomes.append((p.result_id, True))
 
@@ -208,7 +212,8 @@ class ResultStore:
                         result_id=result_id, idx=idx, filename=att.filename, content_type=att.content_type,
                         size=len(att.data), sha256=hashlib.sha256(att.data).hexdigest(), data=att.data,
                     ))
-                self._add_deliveries(session, result_id, 1, new.mode, new.targets, now)
+                accepted = Route.accepted(new.mode, len(new.targets))  # type: ignore[arg-type]
+                self._add_deliveries(session, result_id, 1, accepted.deliveries, new.targets, now)
         except IntegrityError:
             # A concurrent request with the same idempotency key committed first (another replica).
             existing = self._find_idempotent(new) if new.idempotency_key is not None else None
@@ -231,29 +236,23 @@ class ResultStore:
         return str(row.id)
 
     def _add_deliveries(
-        self, session: Session, result_id: str, generation: int, mode: str, targets: Sequence[Target],
-        now: datetime,
+        self, session: Session, result_id: str, generation: int, statuses: Sequence[DeliveryStatus],
+        targets: Sequence[Target], now: datetime,
     ) -> None:
-        for position, target in enumerate(targets):
+        for position, (target, status) in enumerate(zip(targets, statuses, strict=True)):
             _ensure_destination(session, target, now)
-            first = position == 0 or mode == "all"
+            due = status is DeliveryStatus.PENDING
             session.add(Delivery(
                 result_id=result_id, generation=generation, position=position, destination_key=target.key,
-                kind=target.kind, target_json=target.stored, status="pending" if first else "waiting",
-                next_attempt_at=now if first else None, created_at=now, updated_at=now,
+                kind=target.kind, target_json=target.stored, status=status.value,
+                next_attempt_at=now if due else None, created_at=now, updated_at=now,
             ))
 
     def ack(self, result_id: str, *, tenant: str | None = None) -> ResultView:
         """A pickup client took the result: ``picked_up``; deliveries not yet started are cancelled."""
         with self._db.session(write=True) as session:
             result = _get_result(session, result_id, tenant)
-            now = utcnow()
-            result.status, result.updated_at, result.finished_at = "picked_up", now, now
-            session.execute(
-                update(Delivery)
-                .where(Delivery.result_id == result_id, Delivery.status.in_(("pending", "waiting")))
-                .values(status="cancelled", next_attempt_at=None, updated_at=now)
-            )
+            advance(session, load_route(session, result), Ack(), utcnow())
         return self.get(result_id)
 
     def redeliver(self, result_id: str, *, targets: Sequence[Target] | None = None,
@@ -265,40 +264,22 @@ class ResultStore:
 
     def _redeliver(self, session: Session, result: Result, targets: Sequence[Target] | None,
                    mode: str | None) -> None:
+        """The state machine's ``Redeliver``: a new generation to ``targets`` (or, for a result that
+        arrived, to the same destinations), else the same route resumed, keeping the sent-message
+        marks so a resumed delivery never repeats a message Discord already holds."""
         now = utcnow()
-        if mode is not None:
-            result.mode = mode
-        current = session.scalars(
-            select(Delivery).where(Delivery.result_id == result.id, Delivery.generation == result.generation)
-            .order_by(Delivery.position)
-        ).all()
-        if targets is None and result.status in ("delivered", "picked_up"):
-            # An explicit resend of something that arrived: a fresh generation, same destinations.
+        rows = load_route(session, result)
+        if targets is None and result.status in (ResultStatus.DELIVERED, ResultStatus.PICKED_UP):
             targets = [Target(key=d.destination_key, kind=d.kind, label="", stored=d.target_json, tenant=result.tenant)
-                       for d in current]
-        if targets is not None:
-            targets = [t.of_tenant(result.tenant) for t in targets]
-            for old in current:
-                if old.status in ("pending", "waiting"):
-                    old.status, old.next_attempt_at, old.updated_at = "cancelled", None, now
-            result.generation += 1
-            self._add_deliveries(session, result.id, result.generation, result.mode, targets, now)
-        else:
-            # Same route, not yet delivered: reset what did not arrive, keeping the sent-message marks
-            # so a resumed delivery never repeats a message Discord already holds.
-            waiting_turn = False
-            for d in current:
-                if d.status in ("delivered", "sending"):
-                    continue
-                first = result.mode == "all" or not waiting_turn
-                waiting_turn = True
-                d.status = "pending" if first else "waiting"
-                d.next_attempt_at = now if first else None
-                d.attempts, d.first_attempt_at, d.updated_at = 0, None, now
-                d.last_error_status = d.last_error_code = None
-                d.last_error_message = None
-                session.add(DeliveryEvent(delivery_id=d.id, at=now, outcome="redeliver_requested"))
-        result.status, result.updated_at, result.finished_at = "pending", now, None
+                       for d in rows.deliveries]
+        fresh = [t.of_tenant(result.tenant) for t in targets] if targets is not None else None
+
+        def add_generation(session: Session, result: Result, generation: NewGeneration) -> None:
+            assert fresh is not None
+            self._add_deliveries(session, result.id, generation.generation, generation.deliveries, fresh, now)
+
+        event = Redeliver(len(fresh) if fresh is not None else None, mode)  # type: ignore[arg-type]
+        advance(session, rows, event, now, new_generation=add_generation)
 
     def redeliver_matching(self, flt: ResultFilter, *, limit: int = 1000) -> list[str]:
         """Bulk redelivery: every result matching the filter (up to ``limit``), in one transaction."""

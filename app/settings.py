@@ -19,12 +19,17 @@ DEFAULT_RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400
 
 
 class Settings(BaseSettings):
-    """Every knob of the relay, with the default a single-machine install wants."""
+    """Every knob of the relay, with the default a single-machine install wants.
+
+    Invariants are checked here, once, at start (``Field(ge=…)``, ``min_length``): a value no part
+    of the relay could work with (no attempts, a negative lease, an empty retry schedule) stops
+    ``relay`` with the setting's name instead of being clamped somewhere downstream.
+    """
 
     model_config = SettingsConfigDict(env_prefix="RELAY_", env_file=".env", extra="ignore")
 
-    database_url: str = "sqlite:///./data/relay.db"
-    discord_api_base: str = "https://discord.com/api/v10"
+    database_url: str = Field(default="sqlite:///./data/relay.db", min_length=1)
+    discord_api_base: str = Field(default="https://discord.com/api/v10", pattern=r"^https?://[^/\s]+(/\S*)?$")
     discord_bot_token: SecretStr | None = None
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     admin_token: SecretStr | None = None
@@ -34,41 +39,43 @@ class Settings(BaseSettings):
     # so the failed-login limit counts the peer address and a client cannot pick its own.
     trusted_proxies: str = ""
 
-    max_result_bytes: int = 64 * MiB
-    max_attachment_bytes: int = 8 * MiB
-    max_body_messages: int = 3
-    max_audio_bytes: int = 512 * MiB
+    max_result_bytes: int = Field(default=64 * MiB, ge=1)
+    max_attachment_bytes: int = Field(default=8 * MiB, ge=1)
+    max_body_messages: int = Field(default=3, ge=1)
+    max_audio_bytes: int = Field(default=512 * MiB, ge=1)
 
-    interaction_margin: float = 60.0
-    lease_seconds: float = 30.0
-    worker_concurrency: int = 16
-    poll_interval: float = 2.0
+    # Seconds before an interaction token dies (15 minutes) when the hand-off notice is posted.
+    interaction_margin: float = Field(default=60.0, ge=0, lt=900)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    worker_concurrency: int = Field(default=16, ge=1)
+    poll_interval: float = Field(default=2.0, gt=0)
     # Above one Discord call (``discord_timeout``): a send on the wire when it ends is still awaited
     # (up to ``discord_timeout`` more), so terminationGracePeriodSeconds must exceed the sum.
-    shutdown_grace: float = 30.0
+    shutdown_grace: float = Field(default=30.0, ge=0)
     max_delivery_crashes: int = Field(default=3, ge=1)
     loop_stall_seconds: float = Field(default=300.0, gt=0)
     # ``relay worker`` answers /healthz and /readyz here when set (the chart sets it for its probes).
     worker_health_port: int | None = Field(default=None, ge=1, le=65535)
     worker_health_host: str = "0.0.0.0"  # noqa: S104 - a probe endpoint inside the pod
     run_workers: bool = True
-    retry_schedule: Annotated[list[float], NoDecode] = Field(default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE))
-    retry_jitter: float = 0.2
-    max_delivery_age: float = 24 * 3600.0
-    http_retry_attempts: int = 3
-    discord_timeout: float = 20.0
-    cloudflare_backoff: float = 600.0
+    retry_schedule: Annotated[list[Annotated[float, Field(ge=0)]], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE), min_length=1)
+    retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    max_delivery_age: float = Field(default=24 * 3600.0, gt=0)
+    http_retry_attempts: int = Field(default=3, ge=1)
+    discord_timeout: float = Field(default=20.0, gt=0)
+    cloudflare_backoff: float = Field(default=600.0, ge=0)
 
-    retention_delivered: float = 7 * 24 * 3600.0
-    retention_undelivered: float = 30 * 24 * 3600.0
-    purge_interval: float = 3600.0
+    retention_delivered: float = Field(default=7 * 24 * 3600.0, gt=0)
+    retention_undelivered: float = Field(default=30 * 24 * 3600.0, gt=0)
+    purge_interval: float = Field(default=3600.0, gt=0)
 
-    transcription_workers: int = 1
-    whisper_model: str = "tiny.en"
+    transcription_workers: int = Field(default=1, ge=1)
+    whisper_model: str = Field(default="tiny.en", min_length=1)
     whisper_device: Literal["auto", "cpu", "cuda"] = "auto"
     keep_audio: bool = False
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "console"
 
     @field_validator("api_keys", mode="before")
@@ -77,6 +84,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("retry_schedule", mode="before")
     @classmethod

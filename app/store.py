@@ -33,10 +33,8 @@ from store.errors import StoreError as StoreError
 from store.errors import StoreUnavailable as StoreUnavailable
 from store.errors import translated
 
-ACTIVE_DELIVERY = ("pending", "waiting", "sending")
 # Tenant names appear in destination keys and on the admin page: short, lower-case, no separators.
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-FINISHED_RESULT = ("delivered", "undelivered", "picked_up")
 
 
 def utcnow() -> datetime:

@@ -242,7 +242,7 @@ class TranscriptionService:
         self.owner = f"tr-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         self._factory = engine_factory or (lambda: TranscriptionEngine(
             settings.whisper_model, settings.whisper_device, settings.transcription_workers))
-        self._capacity = max(1, settings.transcription_workers)
+        self._capacity = settings.transcription_workers
         self._lease_s = settings.lease_seconds
         self._engine: Engine | None = None
         self._engine_lock = asyncio.Lock()

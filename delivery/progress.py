@@ -152,11 +152,17 @@ class ProgressQueue(EngineStore):
                                         version=r.version, message_id=r.message_id, done=r.done))
         return due
 
-    def handoff_sent(self, row_id: int, state: dict[str, Any]) -> None:
-        """Remember the notice went out (once per interaction)."""
+    def handoff_sent(self, row_id: int) -> None:
+        """Remember the notice went out (once per interaction).
+
+        The flag is merged into the row's state as it is now, under a row lock: the state read
+        when the notice was due may since have been replaced by a newer progress update, which
+        must not be written back over.
+        """
         with self._session(write=True) as session:
-            session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id)
-                            .values(state_json={**state, "handoff_sent": True}))
+            row = session.scalar(select(ProgressMessage).where(ProgressMessage.id == row_id).with_for_update())
+            if row is not None:
+                row.state_json = {**row.state_json, "handoff_sent": True}
 
 
 class ProgressWorker:
@@ -251,7 +257,7 @@ class ProgressWorker:
         except DeliveryError as exc:
             log.warning("hand-off notice not sent: %s", exc.message, extra={"workflow_id": row.workflow_id})
             if not isinstance(exc, Transient | CloudflareBanned):
-                await asyncio.to_thread(self._queue.handoff_sent, row.id, row.state)
+                await asyncio.to_thread(self._queue.handoff_sent, row.id)
             return
-        await asyncio.to_thread(self._queue.handoff_sent, row.id, row.state)
+        await asyncio.to_thread(self._queue.handoff_sent, row.id)
         log.info("hand-off notice posted", extra={"workflow_id": row.workflow_id})

@@ -23,8 +23,18 @@ from sqlmodel import Session
 
 from delivery.ratelimit import BucketState
 from delivery.render import AttachmentRef, Field, FilePart, MessagePlan, RenderInput
+from schemas.lifecycle import (
+    Delivered,
+    DeliveryStatus,
+    InvalidTransition,
+    PermanentFailure,
+    ResultStatus,
+    SetDelivery,
+    Start,
+)
 from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, ProgressMessage, Result
 from store.errors import translated
+from store.route import advance, load_route
 
 #: Renders a result for a destination kind at a size scale; None declines (render outside the lock).
 Renderer = Callable[[RenderInput, int, str], "Sequence[MessagePlan] | None"]
@@ -357,22 +367,18 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
     if r is None:
         raise LookupError(d.result_id)
     stale = None
-    if r.status == "picked_up":
+    following = None
+    if r.status == ResultStatus.PICKED_UP:
         stale = "result was picked up"
     elif d.generation != r.generation:
         stale = "superseded by a redelivery"
-    if stale is None:
-        d.attempts += 1
-        d.first_attempt_at = d.first_attempt_at or now
-        d.updated_at = now
-        if r.status == "pending":
-            r.status, r.updated_at = "delivering", now
+    else:
+        rows = load_route(session, r)
+        advance(session, rows, Start(d.position), now)
+        following = next((s.kind for s in rows.deliveries[d.position + 1:]), None)
     atts = session.execute(
         select(Attachment.idx, Attachment.filename, Attachment.content_type, Attachment.size,
                Attachment.sha256).where(Attachment.result_id == r.id).order_by(Attachment.idx)).all()
-    following = session.scalar(select(Delivery.kind).where(
-        Delivery.result_id == r.id, Delivery.generation == d.generation, Delivery.position > d.position)
-        .order_by(Delivery.position).limit(1))
     defect = None
     try:
         result = _render_input(r, atts)
@@ -416,45 +422,29 @@ def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetim
     # see each other's outcome, or neither would declare the result finished (PostgreSQL).
     r = session.get(Result, d.result_id, with_for_update=postgres)
     assert r is not None
-    d.status = "delivered" if delivered else "failed"
+    ended = DeliveryStatus.DELIVERED if delivered else DeliveryStatus.FAILED
     d.next_attempt_at, d.updated_at = None, now
     if delivered:
         d.delivered_at = now
     else:
         d.last_error_status, d.last_error_code, d.last_error_message = status, code, message
-    session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome=outcome or d.status,
+    session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome=outcome or ended.value,
                               http_status=status, discord_code=code, message=message))
-    if d.generation != r.generation or r.status == "picked_up":
+    if d.generation != r.generation:
+        d.status = ended.value  # a superseded generation: outside the route, recorded as it ended
         return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now)
-    siblings = session.scalars(select(Delivery).where(
-        Delivery.result_id == r.id, Delivery.generation == r.generation, Delivery.id != d.id)
-        .order_by(Delivery.position)).all()
-    skipped: list[int] = []
-    next_delivery = None
-    if r.mode == "first_success":
-        waiting = [s for s in siblings if s.status == "waiting"]
-        if delivered:
-            for s in waiting:
-                s.status, s.updated_at = "skipped", now
-                skipped.append(s.id or 0)
-        elif waiting:
-            nxt = waiting[0]
-            nxt.status, nxt.next_attempt_at, nxt.updated_at = "pending", now, now
-            next_delivery = nxt.id
-    active = [s for s in siblings if s.status in ("pending", "waiting")]
-    if r.mode == "first_success" and delivered:
-        r.status, r.finished_at = "delivered", now
-        _progress_done(session, r.workflow_id, now)
-    elif not active:
-        everyone = [s.status for s in siblings] + [d.status]
-        ok = any(s == "delivered" for s in everyone) if r.mode == "first_success" else all(
-            s in ("delivered", "skipped") for s in everyone)
-        r.status, r.finished_at = ("delivered" if ok else "undelivered"), now
-        if ok:
-            _progress_done(session, r.workflow_id, now)
-    r.updated_at = now
+    rows = load_route(session, r)
+    event = Delivered(d.position) if delivered else PermanentFailure(d.position)
+    try:
+        writes = advance(session, rows, event, now).writes
+    except InvalidTransition:
+        # Already ended (a lease taken over while this attempt was on the wire): the first word stands.
+        return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now)
+    skipped = [rows.deliveries[w.position].id or 0 for w in writes
+               if isinstance(w, SetDelivery) and w.status is DeliveryStatus.SKIPPED]
+    following = [rows.deliveries[w.position].id for w in writes if isinstance(w, SetDelivery) and w.due]
     return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now,
-                    next_delivery=next_delivery, skipped=skipped)
+                    next_delivery=following[0] if following else None, skipped=skipped)
 
 
 def _record_sent(session: Session, delivery_id: int, plan_id: int, message_id: str, now: datetime) -> None:
@@ -476,15 +466,6 @@ def _progress_handoff_sent(session: Session, result: Result, delivery: Delivery)
     state = session.scalar(select(ProgressMessage.state_json).where(
         ProgressMessage.workflow_id == result.workflow_id, ProgressMessage.destination_key == delivery.destination_key))
     return bool(state and state.get("handoff_sent"))
-
-
-def _progress_done(session: Session, workflow_id: str | None, now: datetime) -> None:
-    """The workflow's result arrived: its progress messages turn into "done" at the next edit."""
-    if workflow_id:
-        session.execute(update(ProgressMessage).where(ProgressMessage.workflow_id == workflow_id,
-                                                      ProgressMessage.done.is_(False))
-                        .values(done=True, version=ProgressMessage.version + 1, next_attempt_at=None,
-                                updated_at=now))
 
 
 def _file_to_json(part: FilePart) -> dict[str, Any]:

@@ -1,20 +1,23 @@
 """Schemathesis against a live relay: ``schemathesis run --checks all`` with real ids seeded.
 
 Starts ``relay serve`` on a free port with a fresh SQLite store (workers off, Discord unreachable),
-seeds results (one per id-bearing operation, so a DELETE cannot starve the others), an attachment
-and a destination, then runs schemathesis with at least 100 examples per operation. Exit status is
+seeds results (one per id-bearing operation, so a DELETE cannot starve the others), an attachment,
+a transcription job and a destination, then runs schemathesis with at least 100 examples per operation. Exit status is
 schemathesis's: 0 only when no check failed. Used by ``make test``.
 """
 
 from __future__ import annotations
 
 import base64
+import io
+import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import wave
 from pathlib import Path
 
 import httpx
@@ -47,13 +50,30 @@ def _seed(client: httpx.Client) -> dict[str, str]:
                                                 "attachments": [attachment]})
         resp.raise_for_status()
         ids[name] = resp.json()["id"]
+    resp = client.post("/v1/transcriptions", files={
+        "payload_json": (None, json.dumps({"route": [{"type": "webhook", "url": WEBHOOK}]}), "application/json"),
+        "file": ("silence.wav", _silent_wav(), "audio/wav")})
+    resp.raise_for_status()
+    ids["GET /v1/transcriptions/{tr_id}"] = resp.json()["id"]
     return ids
+
+
+def _silent_wav() -> bytes:
+    """One second of 16 kHz mono silence: audio the relay accepts (workers are off, nothing transcribes it)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(b"\0\0" * 16000)
+    return out.getvalue()
 
 
 def _config(ids: dict[str, str]) -> str:
     lines = ["[generation]", "max-examples = 100", ""]
     for name, result_id in ids.items():
-        params = f'result_id = "{result_id}"' + (", index = 0" if "{index}" in name else "")
+        params = (f'tr_id = "{result_id}"' if "{tr_id}" in name
+                  else f'result_id = "{result_id}"' + (", index = 0" if "{index}" in name else ""))
         lines += ["[[operations]]", f'include-name = "{name}"', f"parameters = {{ {params} }}", ""]
     lines += ["[[operations]]", 'include-name = "POST /v1/destinations/{key}/enable"',
               'parameters = { key = "webhook:123456789012345678" }', ""]
@@ -63,6 +83,11 @@ def _config(ids: dict[str, str]) -> str:
     for name, status in (("GET /v1/results", 400), ("POST /v1/transcriptions", 422), ("POST /v1/results", 422)):
         lines += ["[[operations]]", f'include-name = "{name}"',
                   f"checks.positive_data_acceptance.expected-statuses = [\"2xx\", 401, 403, 404, 409, {status}]", ""]
+    # Schemathesis 4.32 cannot build negative multipart bodies for this operation: its negation of the
+    # route's tagged union inside ``payload_json`` yields an empty strategy and the run ends with
+    # "Cannot generate an array with 1 demanded elements" (a schema error of the tool, not of the
+    # relay). Positive bodies are fuzzed here; the refusals are covered by tests/transcriptions_api.
+    lines += ["[[operations]]", 'include-name = "POST /v1/transcriptions"', 'generation.mode = "positive"', ""]
     return "\n".join(lines)
 
 

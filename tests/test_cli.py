@@ -116,3 +116,15 @@ def _assert_schema_matches_models(url: str) -> None:
     engine.dispose()
     assert diff == [], diff
     assert {"results", "deliveries", "planned_messages", "destinations", "attachments", "api_keys"} <= tables
+
+
+def test_an_invalid_setting_stops_relay_with_its_name(tmp_path: Path) -> None:
+    """Exit 2 and one line per bad setting, named as it is set (no traceback)."""
+    done = subprocess.run([*RELAY, "keys", "list"], env=_env(
+        RELAY_DATABASE_URL=f"sqlite:///{tmp_path}/relay.db", RELAY_LEASE_SECONDS="0", RELAY_RETRY_SCHEDULE="5,-1"),
+        capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["relay: RELAY_LEASE_SECONDS: Input should be greater than 0",
+                     "relay: RELAY_RETRY_SCHEDULE[1]: Input should be greater than or equal to 0"]
+    assert not (tmp_path / "relay.db").exists()

@@ -37,7 +37,7 @@ async def enable_destination(key: str, runtime: RuntimeDep, producer: ProducerDe
     """Re-enable a destination disabled after a 404 (e.g. the webhook was re-created); later results use it again."""
     store = AdminStore(runtime.db, runtime.results)
     stored = tenant_key(producer.tenant, key)
-    if "/" in key or not await run_in_threadpool(lambda: store.reenable(stored, tenant=producer.tenant)):
+    view = None if "/" in key else await run_in_threadpool(lambda: store.reenable(stored, tenant=producer.tenant))
+    if view is None:
         raise ApiError(404, "not_found", f"no such destination: {key}")
-    views = await run_in_threadpool(lambda: store.destinations(tenant=producer.tenant))
-    return next(_out(v) for v in views if v.key == stored)
+    return _out(view)
