@@ -7,6 +7,9 @@ engine calls ``render(result, smaller(limits))`` and resumes from there.
 
 Layout, chosen for the fewest messages with the reading order title → summary → fields → body:
 
+* A result's Discord-native ``content`` and ``embeds`` come first, laid out by
+  :mod:`delivery.native` (sent as they are, split only where Discord's limits make it); the
+  relay's own embeds follow, starting in the last of those messages when it has room.
 * The first embed carries author (workflow id), title (with the level's icon), url, the summary
   and the fields; a summary or a field list too long for it flows into further embeds.
 * The body follows in embeds of its own, each with a ``(k/n)`` footer; embeds and messages are
