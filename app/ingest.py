@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,10 +25,13 @@ from app.settings import Settings
 from app.store import NewAttachment, NewResult, Producer
 from schemas.api import EMPTY_FILE, DestinationIn, ResultIn, clean_filename
 from schemas.bounds import MAX_ATTACHMENTS, MAX_NESTING, check_body, check_media_type
+from schemas.embeds import attachment_refs
 from schemas.tables import DEFAULT_TENANT
 
 _FILE_PART = re.compile(r"^files\[(\d{1,4})\]$")
 MAX_FORM_PARTS = 1000
+#: Files one message may carry besides its JSON: Discord's 25 MiB request, less the renderer's reserve.
+MAX_EMBED_FILE_BYTES = 24 * 1024 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -135,6 +139,8 @@ async def read_result(request: Request, *, producer: Producer, settings: Setting
         raise invalid([{"field": "attachments", "message": f"at most {MAX_ATTACHMENTS} files per result "
                         f"(inline and multipart together); this one has {len(result.attachments) + len(files)}"}])
     inline = [NewAttachment(a.filename, a.content_type, a.decoded()) for a in result.attachments]
+    embeds = [e.stored() for e in result.embeds]
+    check_embed_files(embeds, [*inline, *files], settings.max_attachment_bytes)
     idem = request.headers.get("idempotency-key")
     if idem is not None and not 1 <= len(idem) <= 255:
         raise invalid([{"field": "Idempotency-Key", "message": "must be 1 to 255 characters"}], status=400)
@@ -145,8 +151,40 @@ async def read_result(request: Request, *, producer: Producer, settings: Setting
         fields=[f.model_dump() for f in result.fields], url=result.url, color=result.color, level=result.level,
         metadata=result.metadata, mode=result.mode,
         targets=build_targets(result.route, settings, cipher, tenant=producer.tenant),
-        attachments=[*inline, *files],
+        attachments=[*inline, *files], content=result.content, embeds=embeds,
     )
+
+
+def check_embed_files(embeds: list[dict[str, Any]], files: Sequence[NewAttachment], max_file_bytes: int) -> None:
+    """422 unless every ``attachment://`` URL names a file of this result that can travel with its embed.
+
+    Discord resolves ``attachment://name`` only against the files of the same message, so the file
+    must exist, be small enough to go whole (a file split into ``.001`` parts has another name), and
+    an embed's files together must fit in one request.
+    """
+    by_name: dict[str, int] = {}
+    for attachment in files:
+        by_name.setdefault(attachment.filename, len(attachment.data))
+    problems = []
+    for i, embed in enumerate(embeds):
+        used: dict[str, int] = {}
+        for path, name in attachment_refs(embed):
+            where = f"embeds.{i}.{path}"
+            if name not in by_name:
+                known = ", ".join(sorted(by_name)[:10]) or "none"
+                problems.append({"field": where, "message": f"attachment://{name} names no file of this result "
+                                 f"(its files: {known})"})
+            elif by_name[name] > max_file_bytes:
+                problems.append({"field": where, "message": f"attachment://{name} is {by_name[name]} bytes, over the "
+                                 f"{max_file_bytes} one file may be (RELAY_MAX_ATTACHMENT_BYTES); a file shown in an "
+                                 "embed cannot be split"})
+            else:
+                used[name] = by_name[name]
+        if sum(used.values()) > MAX_EMBED_FILE_BYTES:
+            problems.append({"field": f"embeds.{i}", "message": f"its attachment:// files total {sum(used.values())} "
+                             f"bytes, more than one Discord message carries ({MAX_EMBED_FILE_BYTES})"})
+    if problems:
+        raise invalid(problems)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> tuple[Any, list[NewAttachment], list]:

@@ -64,7 +64,8 @@ def result_out(view: ResultView) -> ResultOut:
 def content_out(view: ResultContentView) -> ResultContent:
     """``GET /v1/results/{id}/content``."""
     return ResultContent(
-        id=view.id, workflow_id=view.workflow_id, title=view.title, summary=view.summary, body=view.body,
+        id=view.id, workflow_id=view.workflow_id, content=view.content, embeds=view.embeds, title=view.title,
+        summary=view.summary, body=view.body,
         fields=view.fields, url=view.url, color=view.color, level=view.level, metadata=view.metadata,
         attachments=[attachment_out(view.id, a) for a in view.attachments],
     )

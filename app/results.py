@@ -59,7 +59,7 @@ class _Pending:
 
     def size(self) -> int:
         """Rough bytes this item adds to a transaction (attachments and body dominate)."""
-        return sum(len(a.data) for a in self.new.attachments) + len(self.new.body or "")
+        return sum(len(a.data) for a in self.new.attachments) + len(self.new.body or "") + len(self.new.content or "")
 
 
 def _outcome(fn: Callable[[_Pending], tuple[str, bool]], pending: _Pending) -> tuple[str, bool] | BaseException:
@@ -106,7 +106,8 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
         results.append({
             "id": p.result_id, "tenant": new.tenant, "key_id": new.key_id, "idempotency_key": new.idempotency_key,
             "request_hash": new.request_hash, "workflow_id": new.workflow_id, "title": new.title,
-            "summary": new.summary, "body": new.body, "fields_json": new.fields, "url": new.url,
+            "summary": new.summary, "body": new.body, "fields_json": new.fields, "content": new.content,
+            "embeds_json": new.embeds, "url": new.url,
             "color": new.color, "level": new.level, "metadata_json": new.metadata, "mode": new.mode,
             "status": ResultStatus.PENDING.value, "generation": 1, "created_at": now, "updated_at": now,
             "finished_at": None,
@@ -201,7 +202,8 @@ class ResultStore:
                 session.add(Result(
                     id=result_id, tenant=new.tenant, key_id=new.key_id, idempotency_key=new.idempotency_key,
                     request_hash=new.request_hash, workflow_id=new.workflow_id, title=new.title,
-                    summary=new.summary, body=new.body, fields_json=new.fields, url=new.url, color=new.color,
+                    summary=new.summary, body=new.body, fields_json=new.fields, content=new.content,
+                    embeds_json=new.embeds, url=new.url, color=new.color,
                     level=new.level, metadata_json=new.metadata, mode=new.mode, status="pending",
                     created_at=now, updated_at=now,
                 ))
@@ -347,7 +349,7 @@ class ResultStore:
         return ResultContentView(
             id=r.id, workflow_id=r.workflow_id, title=r.title, summary=r.summary, body=r.body,
             fields=list(r.fields_json), url=r.url, color=r.color, level=r.level,
-            metadata=dict(r.metadata_json), attachments=atts,
+            metadata=dict(r.metadata_json), attachments=atts, content=r.content, embeds=list(r.embeds_json or []),
         )
 
     def attachment(self, result_id: str, index: int, *, tenant: str | None = None) -> AttachmentMeta:

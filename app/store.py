@@ -93,6 +93,8 @@ class NewResult:
     mode: str
     targets: Sequence[Target]
     attachments: Sequence[NewAttachment] = ()
+    content: str | None = None
+    embeds: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ class ResultContentView:
     level: str | None
     metadata: dict[str, Any]
     attachments: list[AttachmentMeta]
+    content: str | None = None
+    embeds: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ Lower bound of one result, given how the renderer chose to send its body (embeds
 ``result.md``): ``max(ceil(embed characters / 6000), ceil(file parts / 10),
 ceil(file bytes / max_request_bytes))``, where embed characters are the title, summary,
 workflow id, field names and values, and the body when it went in embeds, and file parts are
-``ceil(size / max_attachment_bytes)`` per file. No renderer can use fewer messages than that.
+``ceil(size / max_attachment_bytes)`` per file. Native embeds add their text to the embed
+characters and bound the messages by ``ceil(embeds / 10)``; native content by
+``ceil(content / 2000)``. No renderer can use fewer messages than that.
 The "chunked" kinds set ``max_body_messages`` very high, so multi-megabyte bodies are really
 cut into embeds: that is where splitting quality and speed show.
 """
@@ -152,6 +154,14 @@ def corpus() -> list[tuple[str, RenderInput, Limits]]:
             for j in range(rnd.randint(30, 150))
         )
         items.append(("field-heavy", RenderInput(title=f"Metrics {i}", fields=fields), default))
+    for i in range(40):
+        embeds = tuple(
+            {"title": f"Scene {i}.{j}", "description": _prose(rnd, rnd.choice([200, 1500, 5000, 12_000])).strip(),
+             "color": 0x5865F2, "fields": [{"name": f"metric {k}", "value": _prose(rnd, 80).strip(), "inline": True}
+                                           for k in range(rnd.randint(0, 12))]}
+            for j in range(rnd.randint(3, 30)))
+        content = _prose(rnd, rnd.choice([100, 5000])).strip()
+        items.append(("native embeds", RenderInput(content=content, embeds=embeds), default))
     size = 20 * MB
     attachment = AttachmentRef(0, "recording.mp4", "video/mp4", size, hashlib.sha256(b"").hexdigest())
     for limits in (default, dataclasses.replace(default, max_attachment_bytes=4 * 1024 * 1024)):
@@ -165,6 +175,9 @@ def lower_bound(result: RenderInput, limits: Limits, body_in_embeds: bool) -> in
     texts += [t for f in result.fields for t in (f.name, f.value)]
     if body_in_embeds:
         texts.append(result.body or "")
+    for embed in result.embeds:
+        texts += [embed.get("title", ""), embed.get("description", "")]
+        texts += [t for f in embed.get("fields", ()) for t in (f["name"], f["value"])]
     chars = sum(utf16_len(t) for t in texts)
     sizes = [a.size for a in result.attachments]
     if result.body and not body_in_embeds:
@@ -175,6 +188,8 @@ def lower_bound(result: RenderInput, limits: Limits, body_in_embeds: bool) -> in
         math.ceil(chars / limits.embed_total),
         math.ceil(parts / limits.files_per_message),
         math.ceil(sum(sizes) / limits.max_request_bytes),
+        math.ceil(len(result.embeds) / limits.embeds_per_message),
+        math.ceil(utf16_len(result.content or "") / limits.content),
     )
 
 
@@ -184,6 +199,7 @@ def main() -> None:
     for kind, result, limits in corpus():
         text_bytes = sum(len((t or "").encode()) for t in (result.title, result.summary, result.body))
         text_bytes += sum(len(f.name.encode()) + len(f.value.encode()) for f in result.fields)
+        text_bytes += len((result.content or "").encode()) + len(json.dumps(result.embeds).encode())
         start = time.perf_counter()
         plans = render(result, limits)
         elapsed = time.perf_counter() - start

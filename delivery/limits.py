@@ -62,6 +62,8 @@ class RenderInput:
     level: Level | None = None
     workflow_id: str | None = None
     attachments: tuple[AttachmentRef, ...] = ()
+    content: str | None = None  # Discord-native: message text above the embeds
+    embeds: tuple[dict[str, Any], ...] = ()  # Discord-native embed objects, as stored
 
 
 @dataclass(frozen=True)

@@ -407,6 +407,7 @@ def _render_input(r: Result, atts: Sequence[Any]) -> RenderInput:
         fields=tuple(Field(f["name"], f["value"], bool(f.get("inline"))) for f in r.fields_json),
         url=r.url, color=r.color, level=level, workflow_id=r.workflow_id,  # type: ignore[arg-type]
         attachments=tuple(AttachmentRef(a.idx, a.filename, a.content_type, a.size, a.sha256) for a in atts),
+        content=r.content, embeds=tuple(e for e in r.embeds_json or () if isinstance(e, dict)),
     )
 
 

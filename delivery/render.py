@@ -7,6 +7,9 @@ engine calls ``render(result, smaller(limits))`` and resumes from there.
 
 Layout, chosen for the fewest messages with the reading order title → summary → fields → body:
 
+* A result's Discord-native ``content`` and ``embeds`` come first, laid out by
+  :mod:`delivery.native` (sent as they are, split only where Discord's limits make it); the
+  relay's own embeds follow, starting in the last of those messages when it has room.
 * The first embed carries author (workflow id), title (with the level's icon), url, the summary
   and the fields; a summary or a field list too long for it flows into further embeds.
 * The body follows in embeds of its own, each with a ``(k/n)`` footer; embeds and messages are
@@ -44,6 +47,7 @@ from delivery.limits import (
     RenderInput,
     smaller,
 )
+from delivery.native import layout_native
 from delivery.split import ZWSP, Cutter, decode_piece, discord_trim, truncate, utf16_len
 
 __all__ = [
@@ -80,6 +84,8 @@ _MIN_PIECE = 64  # do not start a body embed in the few characters a message has
 _REQUEST_OVERHEAD = 1024  # multipart preamble, payload_json part header, closing boundary
 _BODY_MARKER = re.compile(r"\((\d+)/(\d+)\)")
 _BODY_FILE = re.compile(re.escape(BODY_FILENAME) + r"(?:\.\d{3,})?")
+#: An embed with one of these keys shows something (relay embeds never carry images; native ones may).
+_VISIBLE = frozenset({"title", "description", "fields", "author", "footer", "image", "thumbnail"})
 _URL = re.compile(r"https?://[^\s/?#]+\S*")
 _CONTENT_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
 
@@ -153,48 +159,70 @@ class _Layout:
     def __init__(self, result: RenderInput, limits: Limits, *, body_as_file: bool, marker_digits: int) -> None:
         self.limits = limits
         self.color = _color(result)
-        self.messages: list[list[dict[str, Any]]] = [[]]
-        self.chars: list[int] = [0]
         self.body: list[tuple[int, dict[str, Any]]] = []
         self.files: list[FilePart] = []
         self._fieldable: dict[str, Any] | None = None
+        # The producer's own Discord content and embeds come first; the relay's rendering follows
+        # them, in the same message where there is room.
+        native, self.pinned_indices = layout_native(
+            result.content, result.embeds, limits, files=self._pinnable(result), cost=_file_cost,
+            file_budget=limits.max_request_bytes - _payload_reserve(limits) - _REQUEST_OVERHEAD)
+        self.messages: list[list[dict[str, Any]]] = [m.embeds for m in native] or [[]]
+        self.chars: list[int] = [m.chars for m in native] or [0]
+        self.contents: list[str | None] = [m.content for m in native] or [None]
+        self.pinned: list[list[FilePart]] = [m.files for m in native] or [[]]
 
-        header = self._new_embed()
-        author = _label(result.workflow_id, limits.author)
-        if author:
-            header["author"] = {"name": self._charge(author)}
-        title, url = _title_and_url(result, limits.title)
-        if title:
-            header["title"] = self._charge(title)
-            if url:
-                header["url"] = url
-        self._fieldable = header
-        summary = result.summary or ""
-        if discord_trim(summary):
-            placed = self._flow(summary, header, footer=0)
-            self._fieldable = placed[-1][1]
-        if _is_empty(result):
-            header["description"] = self._charge(EMPTY_RESULT)
+        header = None
+        if not native or _has_own(result):
+            author = _label(result.workflow_id, limits.author)
+            title, url = _title_and_url(result, limits.title)
+            header = self._new_embed(utf16_len(author) + utf16_len(title))
+            if author:
+                header["author"] = {"name": self._charge(author)}
+            if title:
+                header["title"] = self._charge(title)
+                if url:
+                    header["url"] = url
+            self._fieldable = header
+            summary = result.summary or ""
+            if discord_trim(summary):
+                placed = self._flow(summary, header, footer=0)
+                self._fieldable = placed[-1][1]
+            if not native and _is_empty(result):
+                header["description"] = self._charge(EMPTY_RESULT)
 
-        fields = [(f.name, f.value, f.inline) for f in result.fields]
-        if result.url and not url:
-            fields.append(("Link", result.url, False))
-        for name, value, inline in fields:
-            for part_name, part_value in _field_parts(name, value, limits):
-                self._add_field(part_name, part_value, inline)
+            fields = [(f.name, f.value, f.inline) for f in result.fields]
+            if result.url and not url:
+                fields.append(("Link", result.url, False))
+            for name, value, inline in fields:
+                for part_name, part_value in _field_parts(name, value, limits):
+                    self._add_field(part_name, part_value, inline)
 
         body = result.body or ""
         if body and body_as_file:
             name, value = self._body_file(body)
             self._add_field(name, value, False)
         for attachment in result.attachments:
+            if attachment.index in self.pinned_indices:
+                continue  # sent with the embed that shows it
             info = self._attachment_files(attachment)
             if info:
                 self._add_field(*info, False)
         if body and not body_as_file:
             last = self.messages[-1][-1] if self.messages[-1] else None
-            first = header if last is header and not {"description", "fields"} & header.keys() else None
+            first = header if header is not None and last is header and not {"description", "fields"} & header.keys() \
+                else None
             self.body = self._flow(body, first, footer=2 * marker_digits + 3)
+
+    def _pinnable(self, result: RenderInput) -> dict[str, FilePart]:
+        """Stored filename → the one file part it goes as, for files small enough to go whole."""
+        step = _part_size(self.limits)
+        out: dict[str, FilePart] = {}
+        for attachment in result.attachments:
+            if attachment.size <= step and attachment.filename not in out:
+                out[attachment.filename] = FilePart(_filename(attachment), _content_type(attachment),
+                                                    attachment.index, 0, attachment.size)
+        return out
 
     @property
     def body_messages(self) -> int:
@@ -213,6 +241,8 @@ class _Layout:
     def _new_message(self) -> None:
         self.messages.append([])
         self.chars.append(0)
+        self.contents.append(None)
+        self.pinned.append([])
 
     def _new_embed(self, need: int = 0) -> dict[str, Any]:
         if len(self.messages[-1]) >= self.limits.embeds_per_message or self._room() < need:
@@ -285,8 +315,7 @@ class _Layout:
     def _attachment_files(self, attachment: AttachmentRef) -> tuple[str, str] | None:
         """Add the attachment's file parts; return the rejoin field when it had to be split."""
         filename = _filename(attachment)
-        content_type = attachment.content_type if _CONTENT_TYPE.match(attachment.content_type or "") else ""
-        content_type = content_type[:127] or "application/octet-stream"
+        content_type = _content_type(attachment)
         step = _part_size(self.limits)
         if attachment.size <= step:
             self.files.append(FilePart(filename, content_type, attachment.index, 0, attachment.size))
@@ -313,30 +342,44 @@ class _Layout:
         for number, (_index, embed) in enumerate(self.body, start=1):
             embed["footer"] = {"text": f"({number}/{total})"}
         payloads: list[dict[str, Any]] = []
-        for embeds in self.messages:
-            visible = [e for e in embeds if {"title", "description", "fields", "author", "footer"} & e.keys()]
-            if visible:
-                payloads.append({"embeds": visible, "allowed_mentions": _no_mentions()})
+        pinned: list[list[FilePart]] = []
+        for embeds, content, files in zip(self.messages, self.contents, self.pinned, strict=True):
+            visible = [e for e in embeds if _VISIBLE & e.keys()]
+            if visible or content:
+                payload: dict[str, Any] = {"content": content} if content else {}
+                if visible:
+                    payload["embeds"] = visible
+                payload["allowed_mentions"] = _no_mentions()
+                payloads.append(payload)
+                pinned.append(list(files))
         if not payloads and not self.files:  # unreachable by construction; never send nothing
             payloads.append({"embeds": [{"description": EMPTY_RESULT}], "allowed_mentions": _no_mentions()})
+            pinned.append([])
         for payload in payloads[1:]:
             payload["flags"] = SUPPRESS_NOTIFICATIONS
-        files = _distribute(payloads, self.files, self.limits)
+        chosen = _distribute(payloads, pinned, self.files, self.limits)
         plans = []
-        for payload, parts in zip(payloads, files, strict=True):
+        for payload, parts in zip(payloads, chosen, strict=True):
             if parts:
                 payload["attachments"] = [{"id": i, "filename": p.filename} for i, p in enumerate(parts)]
             plans.append(MessagePlan(payload, tuple(parts)))
         return plans
 
 
-def _distribute(payloads: list[dict[str, Any]], files: list[FilePart], limits: Limits) -> list[list[FilePart]]:
-    """Put files, in order, into the earliest message with room; add file-only messages as needed."""
-    chosen: list[list[FilePart]] = [[] for _ in payloads]
-    used = [_json_size(p) + _REQUEST_OVERHEAD for p in payloads]
+def _distribute(payloads: list[dict[str, Any]], pinned: list[list[FilePart]], files: list[FilePart],
+                limits: Limits) -> list[list[FilePart]]:
+    """Put files, in order, into the earliest message with room; add file-only messages as needed.
+
+    ``pinned`` are the files each message must carry (an embed shows them by ``attachment://``); a
+    file of the same name never joins them there, or Discord could not tell the two apart.
+    """
+    chosen: list[list[FilePart]] = [list(p) for p in pinned]
+    names = [{p.filename for p in parts} for parts in pinned]
+    used = [_json_size(p) + _REQUEST_OVERHEAD + sum(map(_file_cost, parts)) for p, parts in zip(payloads, pinned,
+                                                                                                  strict=True)]
     index = 0
     for part in files:
-        cost = part.length + _file_overhead(part)
+        cost = _file_cost(part)
         while True:
             if index == len(payloads):
                 payload: dict[str, Any] = {"allowed_mentions": _no_mentions()}
@@ -344,10 +387,12 @@ def _distribute(payloads: list[dict[str, Any]], files: list[FilePart], limits: L
                     payload["flags"] = SUPPRESS_NOTIFICATIONS
                 payloads.append(payload)
                 chosen.append([])
+                names.append(set())
                 used.append(_json_size(payload) + _REQUEST_OVERHEAD)
-            if len(chosen[index]) < limits.files_per_message and used[index] + cost <= limits.max_request_bytes:
+            if (len(chosen[index]) < limits.files_per_message and used[index] + cost <= limits.max_request_bytes
+                    and part.filename not in names[index]):
                 break
-            if not chosen[index] and "embeds" not in payloads[index]:
+            if not chosen[index] and "embeds" not in payloads[index] and "content" not in payloads[index]:
                 raise ValueError(f"limits leave no room for a {cost}-byte file part: {limits}")
             index += 1
         chosen[index].append(part)
@@ -355,10 +400,14 @@ def _distribute(payloads: list[dict[str, Any]], files: list[FilePart], limits: L
     return chosen
 
 
+def _payload_reserve(limits: Limits) -> int:
+    """Bytes a full payload may take in a request: its text at the worst JSON escape, and room for URLs."""
+    return 6 * (limits.embed_total + limits.content) + 64 * 1024
+
+
 def _part_size(limits: Limits) -> int:
     """Largest file part: the per-file limit, and small enough to travel with a full payload."""
-    reserve = 6 * (limits.embed_total + limits.content) + 64 * 1024
-    size = min(limits.max_attachment_bytes, limits.max_request_bytes - reserve)
+    size = min(limits.max_attachment_bytes, limits.max_request_bytes - _payload_reserve(limits))
     if size <= 0:
         raise ValueError(f"max_request_bytes too small for a message payload: {limits}")
     return size
@@ -377,6 +426,15 @@ def _no_mentions() -> dict[str, list[str]]:
 
 def _json_size(payload: dict[str, Any]) -> int:
     return len(json.dumps(payload))  # ensure_ascii: the string is its own byte count
+
+
+def _file_cost(part: FilePart) -> int:
+    return part.length + _file_overhead(part)
+
+
+def _content_type(attachment: AttachmentRef) -> str:
+    content_type = attachment.content_type if _CONTENT_TYPE.match(attachment.content_type or "") else ""
+    return content_type[:127] or "application/octet-stream"
 
 
 def _file_overhead(part: FilePart) -> int:
@@ -402,6 +460,12 @@ def _human(size: int) -> str:
 
 
 # --------------------------------------------------------------------------- text of the header
+
+
+def _has_own(result: RenderInput) -> bool:
+    """Whether the result has anything of the relay's own rendering beside its native embeds."""
+    return bool(discord_trim(result.title or "") or discord_trim(result.summary or "") or result.body
+                or result.fields or result.url)
 
 
 def _is_empty(result: RenderInput) -> bool:

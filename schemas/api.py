@@ -11,7 +11,7 @@ import binascii
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from schemas.bounds import (
     BASE64_PATTERN,
@@ -19,11 +19,13 @@ from schemas.bounds import (
     MAX_ATTACHMENTS,
     MEDIA_TYPE_PATTERN,
     BoundedJson,
+    Color,
     IsoDatetime,
     check_body,
     check_filename,
     check_media_type,
 )
+from schemas.embeds import EMBEDS_MAX, Embed
 
 Snowflake = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
 Level = Literal["info", "success", "warning", "error"]
@@ -50,17 +52,6 @@ class _TextBounded(_Strict):
             if found is not None:
                 raise ValueError(f"{found[0]}: {found[1]}")
         return value
-
-
-def _integral(value: Any) -> Any:
-    """JSON Schema's ``integer`` includes ``60.0``: take an integral float as the int it is."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-#: An embed colour: an integer as JSON Schema means it (``60`` or ``60.0``), never a string or a bool.
-Color = Annotated[int, Field(strict=True, ge=0, le=0xFFFFFF), BeforeValidator(_integral)]
 
 
 class WebhookDestination(_Strict):
@@ -147,9 +138,18 @@ class AttachmentIn(_Strict):
 
 
 class ResultIn(_Strict):
-    """``POST /v1/results``: what a producer hands over."""
+    """``POST /v1/results``: what a producer hands over.
+
+    ``content`` and ``embeds`` are Discord's own message parts, sent first (split to fit, never
+    cut); ``title``/``summary``/``body``/``fields`` are the relay's rendering, which follows them.
+    """
 
     workflow_id: str | None = Field(default=None, max_length=255)
+    content: str | None = Field(default=None, description="message text above the embeds; any length, continued "
+                                "in further messages past Discord's 2000 characters")
+    embeds: list[Embed] = Field(default_factory=list, max_length=EMBEDS_MAX,
+                                description="Discord embed objects as Discord documents them "
+                                "(discord.Embed.to_dict()); split over messages to fit, in order")
     title: str | None = Field(default=None, max_length=4000)
     summary: str | None = None
     body: str | None = None
@@ -265,6 +265,8 @@ class ResultContent(BaseModel):
 
     id: str
     workflow_id: str | None
+    content: str | None = None
+    embeds: list[dict[str, Any]] = []
     title: str | None
     summary: str | None
     body: str | None

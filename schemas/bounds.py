@@ -17,7 +17,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 
 MAX_NESTING = 32
 """Levels of objects/arrays a JSON value may hold: ``{}`` is one, ``{"a": []}`` two."""
@@ -97,6 +97,17 @@ def _iso_only(value: object) -> object:
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso_only)]
 """A date-time written as RFC 3339 text (what the schema's ``format: date-time`` promises)."""
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's ``integer`` includes ``60.0``: take an integral float as the int it is."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An embed colour: an integer as JSON Schema means it (``60`` or ``60.0``), never a string or a bool.
+Color = Annotated[int, Field(strict=True, ge=0, le=0xFFFFFF), BeforeValidator(_integral)]
 
 
 def check_media_type(value: str) -> str:

@@ -63,6 +63,10 @@ class Result(SQLModel, table=True):
     summary: str | None = Field(default=None, sa_column=Column(Text))
     body: str | None = Field(default=None, sa_column=Column(Text))
     fields_json: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Discord-native parts (``content`` above the embeds, ``embeds`` as Discord documents them).
+    content: str | None = Field(default=None, sa_column=Column(Text))
+    embeds_json: list[dict[str, Any]] = Field(default_factory=list,
+                                              sa_column=Column(JSON, nullable=False, server_default="[]"))
     url: str | None = Field(default=None, sa_column=Column(Text))
     color: int | None = None
     level: str | None = Field(default=None, max_length=16)

@@ -78,8 +78,9 @@ def _config(ids: dict[str, str]) -> str:
     lines += ["[[operations]]", 'include-name = "POST /v1/destinations/{key}/enable"',
               'parameters = { key = "webhook:123456789012345678" }', ""]
     # Deliberate refusals of schema-valid input, as the schema's descriptions say: a cursor is
-    # opaque and only one this relay issued is accepted (400); a file that holds no audio is a 422.
-    for name, status in (("GET /v1/results", 400), ("POST /v1/transcriptions", 422)):
+    # opaque and only one this relay issued is accepted (400); a file that holds no audio is a 422;
+    # an embed's attachment://<name> must name one of the result's own files, which no schema can say.
+    for name, status in (("GET /v1/results", 400), ("POST /v1/transcriptions", 422), ("POST /v1/results", 422)):
         lines += ["[[operations]]", f'include-name = "{name}"',
                   f"checks.positive_data_acceptance.expected-statuses = [\"2xx\", 401, 403, 404, 409, {status}]", ""]
     # Schemathesis 4.32 cannot build negative multipart bodies for this operation: its negation of the

@@ -177,6 +177,8 @@ class EmbedPreview:
     description: Markup | None
     fields: list[dict[str, Any]]
     footer: str | None
+    image: str | None = None
+    thumbnail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ def _embed(embed: dict[str, Any]) -> EmbedPreview:
         fields=[{"name": f.get("name", ""), "value": markdown(f.get("value", "")), "inline": bool(f.get("inline"))}
                 for f in embed.get("fields", ())],
         footer=(embed.get("footer") or {}).get("text"),
+        image=(embed.get("image") or {}).get("url"), thumbnail=(embed.get("thumbnail") or {}).get("url"),
     )
 
 
@@ -220,6 +223,7 @@ def preview(content: ResultContentView, settings: Settings) -> tuple[list[Messag
         url=content.url, color=content.color, level=level, workflow_id=content.workflow_id,  # type: ignore[arg-type]
         attachments=tuple(AttachmentRef(index=a.index, filename=a.filename, content_type=a.content_type,
                                         size=a.size, sha256=a.sha256) for a in content.attachments),
+        content=content.content, embeds=tuple(content.embeds),
     )
     limits = Limits(max_attachment_bytes=settings.max_attachment_bytes, max_body_messages=settings.max_body_messages)
     try:

@@ -71,9 +71,15 @@ class _ResultRequired(TypedDict):
 
 
 class Result(_ResultRequired, total=False):
-    """The body of ``POST /v1/results``; ``route`` is the only required key."""
+    """The body of ``POST /v1/results``; ``route`` is the only required key.
+
+    ``content`` and ``embeds`` are Discord's own (an embed as ``discord.Embed.to_dict()`` makes it);
+    the relay sends them first, then its own rendering of ``title``/``summary``/``body``/``fields``.
+    """
 
     workflow_id: str
+    content: str
+    embeds: list[dict[str, Any]]
     title: str
     summary: str
     body: str

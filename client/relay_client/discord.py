@@ -11,10 +11,11 @@
 its token lives (the relay itself skips it once the 15 minutes are nearly over), then the
 channel webhook, then a DM to the user who ran the command.
 
-Embeds are taken as discord.py builds them (``discord.Embed``). Until the relay accepts native
-embeds, ``result_for`` maps them onto its own fields without dropping anything: the first embed
-gives title, url, colour, summary (its description) and fields; its footer and every further
-embed follow in the body as markdown sections.
+Embeds are taken as discord.py builds them (``discord.Embed``) and sent as Discord's own embed
+objects (``Embed.to_dict()``), with ``content`` above them: the relay delivers them as they are,
+split over messages only where Discord's limits make it (more than 10 embeds or 6,000 characters
+in one message, a description over 4,096, content over 2,000), in order and without loss. Files
+given in ``files`` can be shown in an embed as ``attachment://<filename>``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import discord
 from relay_client._async_client import AsyncRelayClient
 from relay_client._client import RelayClient
 from relay_client._files import FileArg
-from relay_client._models import Destination, Field, Receipt, Result
+from relay_client._models import Destination, Receipt, Result
 from relay_client._routes import dm as dm_route
 from relay_client._routes import interaction as interaction_route
 from relay_client._routes import webhook as webhook_route
@@ -53,50 +54,23 @@ def route_for(interaction: discord.Interaction, *, webhook: str | discord.Webhoo
     return route
 
 
-def _embed_markdown(embed: dict[str, Any]) -> str:
-    lines = []
-    if embed.get("author", {}).get("name"):
-        lines.append(f"*{embed['author']['name']}*")
-    if embed.get("title"):
-        title = embed["title"]
-        lines.append(f"## [{title}]({embed['url']})" if embed.get("url") else f"## {title}")
-    if embed.get("description"):
-        lines.append(embed["description"])
-    lines += [f"**{f['name']}**: {f['value']}" for f in embed.get("fields", [])]
-    if embed.get("image", {}).get("url"):
-        lines.append(embed["image"]["url"])
-    if embed.get("footer", {}).get("text"):
-        lines.append(f"-# {embed['footer']['text']}")
-    return "\n\n".join(lines)
-
-
 def result_for(interaction: discord.Interaction | None = None, *, embeds: Sequence[discord.Embed] = (),
                content: str | None = None, route: Sequence[Destination] | None = None,
                webhook: str | discord.Webhook | None = None, dm: bool = True, **extra: Any) -> Result:
-    """The relay result for these embeds and this interaction's route (``extra``: any other result key)."""
+    """The relay result for these embeds and this interaction's route (``extra``: any other result key).
+
+    ``embeds`` and ``content`` go as Discord-native ``embeds``/``content``, exactly what
+    ``interaction.followup.send(content, embeds=…)`` would have sent.
+    """
     if route is None:
         if interaction is None:
             raise ValueError("give an interaction or a route")
         route = route_for(interaction, webhook=webhook, dm=dm)
     result = Result(route=list(route))
-    dicts: list[dict[str, Any]] = [dict(e.to_dict()) for e in embeds]
-    body: list[str] = [content] if content else []
-    if dicts:
-        first = dicts[0]
-        for key in ("title", "url", "color"):
-            if first.get(key) is not None:
-                result[key] = first[key]  # type: ignore[literal-required,unused-ignore]
-        if first.get("description"):
-            result["summary"] = first["description"]
-        fields = [Field(name=f["name"], value=f["value"], inline=bool(f.get("inline")))
-                  for f in first.get("fields", [])]
-        if fields:
-            result["fields"] = fields
-        if first.get("footer", {}).get("text"):
-            body.append(f"-# {first['footer']['text']}")
-        body += [_embed_markdown(e) for e in dicts[1:]]
-    if body:
-        result["body"] = "\n\n".join(body)
+    if content:
+        result["content"] = content
+    if embeds:
+        result["embeds"] = [dict(e.to_dict()) for e in embeds]
     data: dict[str, Any] = dict(interaction.data or {}) if interaction is not None else {}
     name = data.get("name")
     if interaction is not None and name:

@@ -4,6 +4,7 @@ built from an interaction payload, delivered whole through the live relay and th
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -11,9 +12,9 @@ import pytest
 from relay_client import RelayClient
 from relay_client import discord as relay_discord
 
+from delivery.split import decode_piece
 from tests.client.conftest import LiveRelay
 from tests.conftest import wait_for
-from tests.engine.helpers import body_seen
 
 APP_ID = "1200000000000000002"
 USER_ID = "1500000000000000005"
@@ -63,14 +64,20 @@ def test_route_for_orders_follow_up_webhook_dm() -> None:
         relay_discord.route_for(expired, dm=False)
 
 
-def test_embeds_map_onto_the_result_without_loss() -> None:
-    result = relay_discord.result_for(_interaction("t", datetime.now(UTC)), embeds=_embeds(), content="done")
-    assert (result["title"], result["url"], result["color"], result["summary"]) == (
-        "Analysis: a video", "https://youtube.com/watch?v=abc", 0x57F287, "Mostly positive.")
-    assert result["fields"] == [{"name": "Sentiment", "value": "mixed", "inline": True}]
-    for piece in ("done", "model v3", "Details", "Minute 3: applause.", "**Speakers**: 2"):
-        assert piece in result["body"]
+def test_embeds_go_as_discord_native_embeds() -> None:
+    embeds = _embeds()
+    result = relay_discord.result_for(_interaction("t", datetime.now(UTC)), embeds=embeds, content="done")
+    assert result["content"] == "done"
+    assert result["embeds"] == [e.to_dict() for e in embeds]
+    assert not {"title", "summary", "body", "fields"} & result.keys()
     assert result["workflow_id"].startswith("analyze:")
+
+
+def _sent(embed: discord.Embed) -> dict[str, Any]:
+    """An embed as Discord receives it from the relay: to_dict() without the keys only Discord sets."""
+    data = dict(embed.to_dict())
+    data.pop("flags", None)
+    return data
 
 
 @pytest.mark.parametrize("age_minutes, kind", [(0, "interaction"), (20, "webhook")])
@@ -80,15 +87,34 @@ def test_delivered_whole_through_follow_up_or_webhook(live: LiveRelay, age_minut
     token = f"tok-{age_minutes}-{hook_id}"
     live.discord.add_interaction(APP_ID, token, created)
     interaction = _interaction(token, created)
+    embeds = _embeds()
     with RelayClient(live.url, live.key) as relay:
-        receipt = relay_discord.send(relay, interaction, embeds=_embeds(), webhook=url, dm=False)
+        receipt = relay_discord.send(relay, interaction, embeds=embeds, content="Your analysis is ready",
+                                     webhook=url, dm=False)
         assert receipt.id
         assert relay.wait(receipt.id, 30).status == "delivered"
     where = APP_ID if kind == "interaction" else hook_id
     messages = wait_for(lambda: live.discord.messages(where, kind=kind), message=f"the {kind} message")
-    messages = [m for m in messages if m.payload["embeds"][0].get("title", "").endswith("Analysis: a video")]
-    assert messages
-    seen = body_seen(messages)
-    assert "Minute 3: applause." in seen and "model v3" in seen
-    assert {"name": "Sentiment", "value": "mixed", "inline": True} in [
-        f for m in messages for e in m.payload["embeds"] for f in e.get("fields", [])]
+    [message] = [m for m in messages if m.payload.get("content") == "Your analysis is ready"]
+    assert message.payload["embeds"] == [_sent(e) for e in embeds]
+
+
+def test_many_embeds_with_an_attached_chart_arrive_in_order(live: LiveRelay, tmp_path: Path) -> None:
+    hook_id, url = live.new_webhook()
+    chart = tmp_path / "chart.png"
+    chart.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    embeds = [discord.Embed(title=f"Scene {i}", description=f"What happens in scene {i}.", color=0x5865F2)
+              for i in range(12)]
+    embeds[0].description = "A long summary. " * 400  # 6,400 characters: more than one embed can hold
+    embeds[5].set_image(url="attachment://chart.png")
+    with RelayClient(live.url, live.key) as relay:
+        receipt = relay_discord.send(relay, route=[{"type": "webhook", "url": url}], embeds=embeds, files=[chart])
+        assert receipt.id and relay.wait(receipt.id, 30).status == "delivered"
+    messages = live.discord.messages(hook_id, kind="webhook")
+    parts = [e for m in messages for e in m.payload["embeds"]]
+    assert [e["title"] for e in parts if "title" in e] == [f"Scene {i}" for i in range(12)]
+    scene1 = next(i for i, e in enumerate(parts) if e.get("title") == "Scene 1")
+    assert scene1 >= 2 and "".join(decode_piece(e["description"]) for e in parts[:scene1]) == (
+        embeds[0].description or "").strip()
+    [with_chart] = [m for m in messages if any("image" in e for e in m.payload["embeds"])]
+    assert [(f.filename, f.data) for f in with_chart.files] == [("chart.png", chart.read_bytes())]

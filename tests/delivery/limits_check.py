@@ -62,11 +62,12 @@ def check_plan(plan: MessagePlan, limits: Limits, destination: str = "webhook") 
             seen += _text(embed["author"]["name"], limits.author, f"{where}.author")
         if "color" in embed:
             assert 0 <= embed["color"] <= 0xFFFFFF
-        assert seen or fields, f"{where} shows nothing"
+        media = any(isinstance(embed.get(k), dict) and embed[k].get("url") for k in ("image", "thumbnail"))
+        assert seen or fields or media, f"{where} shows nothing"
         total += seen
     assert total <= limits.embed_total, f"{total} embed characters"
     files = plan.files
-    assert embeds or files, "empty message"
+    assert embeds or files or payload.get("content"), "empty message"
     assert len(files) <= limits.files_per_message, f"{len(files)} files"
     if files:
         refs = payload["attachments"]
