@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import exists, or_, select, update
 
-from delivery.errors import CloudflareBanned, DeliveryError, Permanent, Transient
+from delivery.errors import ChannelBusy, CloudflareBanned, DeliveryError, Permanent, Transient
 from delivery.queue import EngineStore, utcnow
 from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport
@@ -233,6 +233,9 @@ class ProgressWorker:
                                               payload=payload, params=edit_params)
                 message_id = None
             await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=message_id)
+        except ChannelBusy as exc:  # the channel's cap: results first, progress after the wait
+            until = datetime.fromtimestamp(exc.until, tz=utcnow().tzinfo)
+            await asyncio.to_thread(self._queue.retry_later, row.id, max(until, utcnow() + PROGRESS_RETRY))
         except (Transient, CloudflareBanned):
             await asyncio.to_thread(self._queue.retry_later, row.id, utcnow() + PROGRESS_RETRY)
         except Permanent as exc:
