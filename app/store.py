@@ -95,6 +95,7 @@ class NewResult:
     mode: str
     targets: Sequence[Target]
     attachments: Sequence[NewAttachment] = ()
+    silent: bool = False
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ class ResultContentView:
     level: str | None
     metadata: dict[str, Any]
     attachments: list[AttachmentMeta]
+    silent: bool = False
 
 
 @dataclass(frozen=True)
