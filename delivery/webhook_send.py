@@ -105,8 +105,21 @@ class WebhookSender:
                 payload["applied_tags"] = list(target["applied_tags"])
         path = f"/webhooks/{ident}/{self._reveal(target['token'])}"
         paced = channel.channel_id if kind == "webhook" and self._transport.pacing is not None else None
-        response = await self._transport.request("POST", path, route_key=route_key, kind=kind, payload=payload,
-                                                 files=files, params=params, channel=paced)
+        try:
+            response = await self._transport.request("POST", path, route_key=route_key, kind=kind, payload=payload,
+                                                     files=files, params=params, channel=paced)
+        except ChannelBusy as exc:
+            if kind != "webhook" or exc.channel_id is not None or self._channels is None:
+                raise
+            # A channel's cap hit before the relay knew the channel: learn it now, so the whole channel
+            # waits (and is paced from now on) instead of only this webhook.
+            channel.looked_up = True
+            await self._look_up(route_key, path, channel, count_sent=False)
+            pacing = self._transport.pacing
+            if channel.channel_id is None or pacing is None:
+                raise
+            await pacing.blocked(channel.channel_id, max(0.0, exc.until - datetime.now(UTC).timestamp()))
+            raise ChannelBusy(channel.channel_id, exc.until) from None
         message = response.json()
         if kind == "webhook":
             await self._learn(route_key, message, into_thread=bool(thread or target.get("thread_name")),
@@ -128,7 +141,7 @@ class WebhookSender:
             channel.looked_up = True
             await self._look_up(key, path, channel)
 
-    async def _look_up(self, key: str, path: str, channel: ChannelState) -> None:
+    async def _look_up(self, key: str, path: str, channel: ChannelState, *, count_sent: bool = True) -> None:
         """``GET /webhooks/{id}/{token}``: channel and guild. Best effort: a failure only means "not yet"."""
         try:
             response = await self._transport.request("GET", path, route_key=f"{key}:get", kind="webhook")
@@ -142,7 +155,8 @@ class WebhookSender:
         channel_id, guild_id = _snowflake(body.get("channel_id")), _snowflake(body.get("guild_id"))
         if channel_id and channel_id != channel.channel_id:
             channel.channel_id = channel_id
-            await self._count_unpaced(channel_id)
+            if count_sent:
+                await self._count_unpaced(channel_id)
         if guild_id:
             channel.guild_id = guild_id
         assert self._channels is not None
