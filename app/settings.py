@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     channel_limit: str = Field(default="30/60", pattern=r"^\s*(off|\d+\s*/\s*\d+(\.\d+)?)\s*$")
     # A channel slot further away than this reschedules the delivery instead of holding a worker for it.
     channel_wait_max: float = Field(default=5.0, ge=0)
+    # Operator alerts: a Discord webhook of the operators' channel; digests at most once per window.
+    alert_webhook: SecretStr | None = None
+    alert_window: float = Field(default=60.0, gt=0)
+    # Where operators open the relay (https://relay.example.com): alert digests link to admin pages.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
 
     retention_delivered: float = 7 * 24 * 3600.0
     retention_undelivered: float = 30 * 24 * 3600.0

@@ -33,3 +33,8 @@ CHANNEL_PACED = Counter("relay_channel_paced_total",
 CHANNELS_LEARNED = Counter("relay_channels_learned_total",
                            "Webhook channels learned from Discord's answers, by source (message, lookup, "
                            "lookup_failed)", ["source"])
+ALERTS_SENT = Counter("relay_alert_digests_sent_total", "Operator alert digests posted to RELAY_ALERT_WEBHOOK")
+ALERT_EVENTS = Counter("relay_alert_events_sent_total", "Alert events carried by the digests sent")
+ALERTS_FAILED = Counter("relay_alerts_failed_total",
+                        "Alert digests that could not be delivered (logged, never alerted about), by reason",
+                        ["reason"])

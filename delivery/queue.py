@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, select, update
 from sqlmodel import Session
 
+from delivery.alert_events import record_disabled, record_undelivered
 from delivery.ratelimit import BucketState
 from delivery.render import AttachmentRef, Field, FilePart, MessagePlan, RenderInput
 from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, ProgressMessage, Result
@@ -124,7 +125,13 @@ class EngineStore:
 
 
 class DeliveryQueue(EngineStore):
-    """Claim/lease and progress queries of the workers; the engine is injected."""
+    """Claim/lease and progress queries of the workers; the engine is injected.
+
+    ``record_alerts``: write an operator alert event (``delivery.alerts``) in the same transaction
+    that makes a result undelivered or disables a destination (set when an alert webhook is configured).
+    """
+
+    record_alerts = False
 
     # --- claiming --------------------------------------------------------------------------------
 
@@ -228,7 +235,8 @@ class DeliveryQueue(EngineStore):
         """A delivery arrived: record it and take the destination's next one, in one transaction."""
         now = utcnow()
         with self._session(write=True) as session:
-            finished = _finish(session, delivery_id, delivered=True, sent=sent, now=now, postgres=self._postgres)
+            finished = _finish(session, delivery_id, delivered=True, sent=sent, now=now, postgres=self._postgres,
+                               alerts=self.record_alerts)
             return finished, (_start_next(session, key, now, render) if key is not None else None)
 
     def plans(self, delivery_id: int) -> list[StoredPlan]:
@@ -306,8 +314,10 @@ class DeliveryQueue(EngineStore):
         """A 404 Unknown Webhook: later results to it fail fast until someone re-enables it."""
         now = utcnow()
         with self._session(write=True) as session:
-            session.execute(update(Destination).where(Destination.key == key)
-                            .values(disabled=True, disabled_reason=reason, disabled_at=now, updated_at=now))
+            changed = session.execute(update(Destination).where(Destination.key == key, Destination.disabled.is_(False))
+                                      .values(disabled=True, disabled_reason=reason, disabled_at=now, updated_at=now))
+            if self.record_alerts and changed.rowcount:  # type: ignore[attr-defined]
+                record_disabled(session, key, reason, now)
 
     def finish(self, delivery_id: int, *, delivered: bool, status: int | None = None, code: int | None = None,
                message: str | None = None, outcome: str | None = None,
@@ -319,7 +329,8 @@ class DeliveryQueue(EngineStore):
         """
         with self._session(write=True) as session:
             return _finish(session, delivery_id, delivered=delivered, status=status, code=code, message=message,
-                           outcome=outcome, sent=sent, now=utcnow(), postgres=self._postgres)
+                           outcome=outcome, sent=sent, now=utcnow(), postgres=self._postgres,
+                           alerts=self.record_alerts)
 
     def mark_notice_sent(self, delivery_id: int) -> None:
         """The hand-off notice for this interaction delivery went out (never twice)."""
@@ -419,7 +430,7 @@ def _render_input(r: Result, atts: Sequence[Any]) -> RenderInput:
 
 def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetime, postgres: bool,
             status: int | None = None, code: int | None = None, message: str | None = None,
-            outcome: str | None = None, sent: tuple[int, str] | None = None) -> Finished:
+            outcome: str | None = None, sent: tuple[int, str] | None = None, alerts: bool = False) -> Finished:
     if sent is not None:
         _record_sent(session, delivery_id, sent[0], sent[1], now)
     d = session.get(Delivery, delivery_id)
@@ -464,6 +475,9 @@ def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetim
         r.status, r.finished_at = ("delivered" if ok else "undelivered"), now
         if ok:
             _progress_done(session, r.workflow_id, now)
+        elif alerts:
+            session.flush()  # the failed status of this delivery is what the alert reads
+            record_undelivered(session, r, now)
     r.updated_at = now
     return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now,
                     next_delivery=next_delivery, skipped=skipped)
