@@ -205,7 +205,7 @@ def _embed(embed: dict[str, Any]) -> EmbedPreview:
         description=markdown(_shown(embed["description"])) if embed.get("description") else None,
         fields=[{"name": f.get("name", ""), "value": markdown(f.get("value", "")), "inline": bool(f.get("inline"))}
                 for f in embed.get("fields", ())],
-        footer=(embed.get("footer") or {}).get("text"),
+        footer=(embed.get("footer") or {}).get("text", "").strip(ZWSP) or None,  # a lone ZWSP: no footer
     )
 
 
