@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -21,7 +21,8 @@ DEFAULT_RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400
 class Settings(BaseSettings):
     """Every knob of the relay, with the default a single-machine install wants."""
 
-    model_config = SettingsConfigDict(env_prefix="RELAY_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting may hold a token (a webhook URL), never echoed in an error.
+    model_config = SettingsConfigDict(env_prefix="RELAY_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = "sqlite:///./data/relay.db"
     discord_api_base: str = "https://discord.com/api/v10"
@@ -94,6 +95,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [float(part) for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _alert_webhook_is_a_webhook(self) -> Settings:
+        # Checked at start, not at the first alert: an operator must learn of a typo before it matters.
+        if self.alert_webhook is not None:
+            from app.destinations import parse_webhook_url
+
+            try:
+                parse_webhook_url(self.alert_webhook.get_secret_value(), self.discord_api_base)
+            except ValueError as exc:
+                raise ValueError(f"RELAY_ALERT_WEBHOOK {exc}") from None
+        return self
 
     def proxy_options(self) -> dict[str, object]:
         """uvicorn's proxy settings: ``X-Forwarded-*`` is read only from ``RELAY_TRUSTED_PROXIES``."""

@@ -128,3 +128,38 @@ def test_a_digest_fits_one_message_and_loses_nothing(raw: list[tuple[str, str, s
     left = len(events) - len(carried)
     assert (f"and {left} more" in embed["description"]) == bool(left)
     assert len(embed["description"]) <= DESCRIPTION_LIMIT + 60
+
+
+def test_one_window_is_taken_by_one_replica_only(database_url: str) -> None:
+    from sqlalchemy import create_engine
+
+    from app.db import migrate
+    from delivery.alerts import AlertStore
+
+    engines = [create_engine(database_url) for _ in range(2)]
+    try:
+        migrate(engines[0])
+        one, two = (AlertStore(e) for e in engines)
+        assert one.take_window(60.0) is True
+        assert two.take_window(60.0) is False and one.take_window(60.0) is False
+        assert 0 < two.window_left(60.0) <= 60.0
+        assert two.take_window(0.000001) is True  # a window that has passed goes to whoever asks first
+        one.add("ban_started", "Cloudflare ban", "paused")
+        [event] = two.pending()
+        two.mark([event.id])
+        assert one.pending() == []
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_an_alert_webhook_that_is_not_a_webhook_refuses_to_start() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None, alert_webhook="https://example.com/api/webhooks/1/secret-token")
+    assert "RELAY_ALERT_WEBHOOK must be a Discord webhook URL" in str(caught.value)
+    assert "secret-token" not in str(caught.value)
