@@ -38,7 +38,7 @@ from app.store import (
     encode_cursor,
     utcnow,
 )
-from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
+from schemas.tables import AlertEvent, Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
 
 STREAM_CHUNK = 1024 * 1024
 # A batch is what queued while the previous one committed, capped so one transaction stays short.
@@ -326,6 +326,9 @@ class ResultStore:
                 ).all()
                 if ids:
                     _delete_results(session, list(ids))
+                if len(ids) < batch:
+                    # Alerts already told (or dropped) go with the delivered results' retention.
+                    session.execute(delete(AlertEvent).where(AlertEvent.sent_at < delivered_before))
             total += len(ids)
             if len(ids) < batch:
                 return total
