@@ -71,6 +71,8 @@ class DestinationView:
     disabled_reason: str | None
     disabled_at: datetime | None
     updated_at: datetime
+    channel_id: str | None = None  # the webhook's Discord channel and guild, once learned
+    guild_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,8 @@ class AdminStore:
         return [
             DestinationView(key=r.key, tenant=r.tenant, kind=r.kind, label=r.label or r.key, disabled=r.disabled,
                             disabled_reason=r.disabled_reason, disabled_at=as_utc(r.disabled_at),
-                            updated_at=as_utc(r.updated_at))  # type: ignore[arg-type]
+                            updated_at=as_utc(r.updated_at),  # type: ignore[arg-type]
+                            channel_id=r.channel_id, guild_id=r.guild_id)
             for r in rows
         ]
 

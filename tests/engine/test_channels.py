@@ -30,6 +30,11 @@ def test_the_relay_learns_channel_and_guild_of_a_webhook(delivering_relay: Any, 
     assert (learned.channel_id, learned.guild_id) == ("700000000000000001", "800000000000000001")
     assert store.destinations_in_channel("700000000000000001") == [f"webhook:{wid}"]
     assert store.channels([f"webhook:{wid}", "webhook:404"]) == {f"webhook:{wid}": learned}
+    from app.admin_store import AdminStore
+    from app.store import Database
+
+    [view] = AdminStore(Database(relay.runtime.engine), None).destinations()  # type: ignore[arg-type]
+    assert (view.channel_id, view.guild_id) == ("700000000000000001", "800000000000000001")
 
 
 def test_a_thread_destination_learns_the_parent_channel_not_the_thread(delivering_relay: Any, discord: Any) -> None:
