@@ -72,8 +72,9 @@ def reserve(slots: list[float], *, now: float, limit: PaceLimit, blocked_until: 
     at = next_slot(slots, now=now, limit=limit, blocked_until=blocked_until)
     if at - now > max_wait:
         return Slot(at, reserved=False), slots
-    kept = [s for s in slots if s > at - limit.per - limit.margin][-max(limit.count - 1, 0):] if limit.count else []
-    return Slot(at, reserved=True), [*kept, at]
+    recent = [s for s in slots if s > at - limit.per - limit.margin]
+    keep = max(limit.count - 1, 0)  # the new slot is the count-th: older ones no longer bound anything
+    return Slot(at, reserved=True), [*(recent[-keep:] if keep else []), at]
 
 
 class ChannelStore(EngineStore):
