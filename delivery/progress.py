@@ -27,7 +27,7 @@ from delivery.errors import ChannelBusy, CloudflareBanned, DeliveryError, Perman
 from delivery.queue import EngineStore, utcnow
 from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport
-from schemas.tables import Delivery, ProgressMessage, Result
+from schemas.tables import Delivery, Destination, ProgressMessage, Result
 
 log = logging.getLogger("relay.progress")
 
@@ -51,6 +51,7 @@ class ProgressWork:
     message_id: str | None
     done: bool
     thread_id: str | None = None  # the forum post its message lives in (created by it or by the result)
+    channel_id: str | None = None  # the webhook's channel, once learned: a new progress post takes a slot of it
 
 
 def describe_destination(kind: str | None) -> str:
@@ -110,9 +111,14 @@ class ProgressQueue(EngineStore):
             rows = session.scalars(query).all()
             for row in rows:
                 row.lease_owner, row.lease_expires_at = owner, now + timedelta(seconds=lease_s)
+            keys = [r.destination_key for r in rows if r.kind == "webhook"]
+            channels: dict[str, str] = {key: channel for key, channel in session.execute(
+                select(Destination.key, Destination.channel_id).where(
+                    Destination.key.in_(keys), Destination.channel_id.is_not(None)))} if keys else {}
             return [ProgressWork(id=r.id or 0, workflow_id=r.workflow_id, destination_key=r.destination_key,
                                  kind=r.kind, target=dict(r.target_json), state=dict(r.state_json), version=r.version,
-                                 message_id=r.message_id, done=r.done, thread_id=_forum_thread(session, r))
+                                 message_id=r.message_id, done=r.done, thread_id=_forum_thread(session, r),
+                                 channel_id=channels.get(r.destination_key))
                     for r in rows]
 
     def sent(self, row_id: int, *, version: int, message_id: str | None, failed: str | None = None,
@@ -251,8 +257,12 @@ class ProgressWorker:
                     payload = {**payload, "thread_name": row.target["thread_name"]}
                     if row.target.get("applied_tags"):
                         payload["applied_tags"] = list(row.target["applied_tags"])
+                # A new progress message is a post into the channel: it takes a slot of the channel's pacer
+                # (edits are not posts and do not count toward Discord's per-channel cap).
+                channel = row.channel_id if row.kind == "webhook" and self._transport.pacing is not None else None
                 response = await self._transport.request("POST", path, route_key=row.destination_key,
-                                                         kind=row.kind, payload=payload, params=params)
+                                                         kind=row.kind, payload=payload, params=params,
+                                                         channel=channel)
                 message_id: str | None = str(response.json()["id"])
                 created_thread = str(response.json().get("channel_id") or "") if opens_post else None
             else:

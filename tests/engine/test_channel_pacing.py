@@ -123,3 +123,19 @@ def test_a_far_slot_is_not_reserved_and_a_block_holds_the_channel() -> None:
     far, kept = reserve(slots, now=1.0, limit=limit, max_wait=5.0)
     assert (far.at, far.reserved, kept) == (60.0, False, slots)
     assert next_slot([], now=0.0, limit=limit, blocked_until=42.0) == 42.0
+
+
+def test_new_progress_messages_take_slots_of_the_channel_too(delivering_relay: Any, discord: Any) -> None:
+    discord.set_rate_limits(RateLimits(webhook=Limit(20, 1.0), webhook_channel=Limit(3, 4.0)))
+    relay: Relay = delivering_relay(channel_limit="3/4")
+    wid, _, url = discord.add_webhook(channel_id=CHANNEL)
+    route = [{"type": "webhook", "url": url}]
+    first = relay.post_result(result_payload(title="first", body=None, route=route)).json()["id"]
+    wait_for(lambda: _statuses(relay, [first]) == ["delivered"], message="the channel learned")
+    wait_for(lambda: ChannelStore(relay.runtime.engine).channel(f"webhook:{wid}").channel_id, message="learned")
+    for n in range(3):
+        resp = relay.client.post("/v1/progress", json={"workflow_id": f"wf_p{n}", "route": route, "stage": "Working",
+                                                       "current": 1, "total": 2})
+        assert resp.status_code == 202, resp.text
+    wait_for(lambda: len(discord.messages(webhook_id=wid)) == 4, timeout=60, message="three progress messages")
+    assert discord.count_429() == 0  # the third progress post waited for the channel's next window
