@@ -54,6 +54,7 @@ bench: $(VENV)/.installed-dev
 	-$(BIN)/python -m bench.delivery
 	-$(BIN)/python -m bench.chaos
 	-$(BIN)/python -m bench.takeover
+	-$(BIN)/python -m bench.channel
 	-$(BIN)/python bench/transcription.py
 
 system-deps:

@@ -71,6 +71,8 @@ class DestinationView:
     disabled_reason: str | None
     disabled_at: datetime | None
     updated_at: datetime
+    channel_id: str | None = None  # the webhook's Discord channel and guild, once learned
+    guild_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ class ResultDetail:
 def _destination_view(row: Destination) -> DestinationView:
     return DestinationView(key=row.key, tenant=row.tenant, kind=row.kind, label=row.label or row.key,
                            disabled=row.disabled, disabled_reason=row.disabled_reason,
-                           disabled_at=as_utc(row.disabled_at), updated_at=as_utc(row.updated_at))  # type: ignore[arg-type]
+                           disabled_at=as_utc(row.disabled_at), updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
+                           channel_id=row.channel_id, guild_id=row.guild_id)
 
 
 class AdminStore:

@@ -55,7 +55,7 @@ class ProgressStore:
 
 def _upsert(session: Session, workflow_id: str, target: Target, state: dict[str, Any]) -> None:
     now = utcnow()
-    # Locked: a hand-off notice marked meanwhile (``handoff_sent``) must be read, not overwritten.
+    # Locked: what the relay marked meanwhile (``handoff_sent``, ``thread_id``) must be read, not overwritten.
     row = session.scalar(select(ProgressMessage).where(
         ProgressMessage.workflow_id == workflow_id, ProgressMessage.destination_key == target.key).with_for_update())
     if row is None:
@@ -64,7 +64,8 @@ def _upsert(session: Session, workflow_id: str, target: Target, state: dict[str,
             target_json=target.stored, state_json=state, version=1, created_at=now, updated_at=now))
         session.flush()
         return
-    keep = {"handoff_sent": True} if row.state_json.get("handoff_sent") else {}
+    # What the relay (not the producer) wrote into the state survives an update.
+    keep = {k: row.state_json[k] for k in ("handoff_sent", "thread_id") if row.state_json.get(k)}
     row.state_json = {**state, **keep}
     row.target_json = target.stored
     row.version += 1

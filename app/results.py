@@ -39,7 +39,7 @@ from app.store import (
     utcnow,
 )
 from schemas.lifecycle import Ack, DeliveryStatus, NewGeneration, Redeliver, ResultStatus, Route
-from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
+from schemas.tables import AlertEvent, Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
 from store.route import advance, load_route
 
 STREAM_CHUNK = 1024 * 1024
@@ -109,7 +109,8 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
             "summary": new.summary, "body": new.body, "fields_json": new.fields, "content": new.content,
             "embeds_json": new.embeds, "url": new.url,
             "color": new.color, "level": new.level, "metadata_json": new.metadata, "mode": new.mode,
-            "status": ResultStatus.PENDING.value, "generation": 1, "created_at": now, "updated_at": now,
+            "silent": new.silent, "status": ResultStatus.PENDING.value, "generation": 1, "created_at": now,
+            "updated_at": now,
             "finished_at": None,
         })
         for idx, att in enumerate(new.attachments):
@@ -203,8 +204,8 @@ class ResultStore:
                     id=result_id, tenant=new.tenant, key_id=new.key_id, idempotency_key=new.idempotency_key,
                     request_hash=new.request_hash, workflow_id=new.workflow_id, title=new.title,
                     summary=new.summary, body=new.body, fields_json=new.fields, content=new.content,
-                    embeds_json=new.embeds, url=new.url, color=new.color,
-                    level=new.level, metadata_json=new.metadata, mode=new.mode, status="pending",
+                    embeds_json=new.embeds, url=new.url, color=new.color, level=new.level,
+                    metadata_json=new.metadata, mode=new.mode, silent=new.silent, status="pending",
                     created_at=now, updated_at=now,
                 ))
                 for idx, att in enumerate(new.attachments):
@@ -308,6 +309,9 @@ class ResultStore:
                 ).all()
                 if ids:
                     _delete_results(session, list(ids))
+                if len(ids) < batch:
+                    # Alerts already told (or dropped) go with the delivered results' retention.
+                    session.execute(delete(AlertEvent).where(AlertEvent.sent_at < delivered_before))
             total += len(ids)
             if len(ids) < batch:
                 return total
@@ -350,6 +354,7 @@ class ResultStore:
             id=r.id, workflow_id=r.workflow_id, title=r.title, summary=r.summary, body=r.body,
             fields=list(r.fields_json), url=r.url, color=r.color, level=r.level,
             metadata=dict(r.metadata_json), attachments=atts, content=r.content, embeds=list(r.embeds_json or []),
+            silent=bool(r.silent),
         )
 
     def attachment(self, result_id: str, index: int, *, tenant: str | None = None) -> AttachmentMeta:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -26,7 +26,8 @@ class Settings(BaseSettings):
     ``relay`` with the setting's name instead of being clamped somewhere downstream.
     """
 
-    model_config = SettingsConfigDict(env_prefix="RELAY_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting may hold a token (a webhook URL), never echoed in an error.
+    model_config = SettingsConfigDict(env_prefix="RELAY_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = Field(default="sqlite:///./data/relay.db", min_length=1)
     discord_api_base: str = Field(default="https://discord.com/api/v10", pattern=r"^https?://[^/\s]+(/\S*)?$")
@@ -65,6 +66,16 @@ class Settings(BaseSettings):
     http_retry_attempts: int = Field(default=3, ge=1)
     discord_timeout: float = Field(default=20.0, gt=0)
     cloudflare_backoff: float = Field(default=600.0, ge=0)
+    # Discord's undocumented cap on webhook posts per channel, shared by all webhooks of the channel:
+    # "COUNT/SECONDS", or "off". The relay paces every destination of one channel under it.
+    channel_limit: str = Field(default="30/60", pattern=r"^\s*(off|\d+\s*/\s*\d+(\.\d+)?)\s*$")
+    # A channel slot further away than this reschedules the delivery instead of holding a worker for it.
+    channel_wait_max: float = Field(default=5.0, ge=0)
+    # Operator alerts: a Discord webhook of the operators' channel; digests at most once per window.
+    alert_webhook: SecretStr | None = None
+    alert_window: float = Field(default=60.0, gt=0)
+    # Where operators open the relay (https://relay.example.com): alert digests link to admin pages.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
 
     retention_delivered: float = Field(default=7 * 24 * 3600.0, gt=0)
     retention_undelivered: float = Field(default=30 * 24 * 3600.0, gt=0)
@@ -96,6 +107,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [float(part) for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _alert_webhook_is_a_webhook(self) -> Settings:
+        # Checked at start, not at the first alert: an operator must learn of a typo before it matters.
+        if self.alert_webhook is not None:
+            from app.destinations import parse_webhook_url
+
+            try:
+                parse_webhook_url(self.alert_webhook.get_secret_value(), self.discord_api_base)
+            except ValueError as exc:
+                raise ValueError(f"RELAY_ALERT_WEBHOOK {exc}") from None
+        return self
 
     def proxy_options(self) -> dict[str, object]:
         """uvicorn's proxy settings: ``X-Forwarded-*`` is read only from ``RELAY_TRUSTED_PROXIES``."""

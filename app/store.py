@@ -95,6 +95,7 @@ class NewResult:
     attachments: Sequence[NewAttachment] = ()
     content: str | None = None
     embeds: list[dict[str, Any]] = field(default_factory=list)
+    silent: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class ResultContentView:
     attachments: list[AttachmentMeta]
     content: str | None = None
     embeds: list[dict[str, Any]] = field(default_factory=list)
+    silent: bool = False
 
 
 @dataclass(frozen=True)

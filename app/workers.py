@@ -20,14 +20,18 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from app.destinations import parse_webhook_url
 from app.runtime import Runtime
 from app.settings import Settings
 from delivery import metrics
+from delivery.alerts import AlertLoop, AlertStore
+from delivery.channels import ChannelStore, PaceLimit
 from delivery.progress import ProgressQueue, ProgressWorker
 from delivery.queue import DeliveryQueue
 from delivery.render import Limits
-from delivery.supervise import backoff_delay
+from delivery.supervise import backoff_delay, supervise
 from delivery.transport import TIMEOUT, DiscordTransport, make_client
+from delivery.webhook_send import ChannelPacing
 from delivery.worker import DeliveryWorker, WorkerConfig
 from store.errors import StoreUnavailable, translated
 from store.notify import PgListener, PgNotifier
@@ -48,6 +52,16 @@ def worker_config(settings: Settings) -> WorkerConfig:
         limits=Limits(max_attachment_bytes=settings.max_attachment_bytes,
                       max_body_messages=settings.max_body_messages),
     )
+
+
+def channel_limit(text: str) -> PaceLimit | None:
+    """``RELAY_CHANNEL_LIMIT``: ``"30/60"`` → 30 webhook posts per 60 s per channel; ``"off"`` → no pacing."""
+    if text.strip().lower() == "off":
+        return None
+    count, _, seconds = text.partition("/")
+    per = float(seconds)
+    # The margin absorbs the network's jitter between our clock and Discord's window: 2 % of it.
+    return PaceLimit(count=int(count), per=per, margin=max(0.05, per * 0.02))
 
 
 @dataclass
@@ -81,9 +95,9 @@ def _count_errors(loop: str) -> Callable[[BaseException], None]:
 
 
 def build_workers(runtime: Runtime, client: httpx.AsyncClient, *,
-                  presence: Presence | None = None) -> tuple[DeliveryWorker, ProgressWorker]:
-    """The delivery and progress loops for this runtime's store and settings, sharing one transport
-    (so they share what the rate-limit headers taught)."""
+                  presence: Presence | None = None) -> tuple[DeliveryWorker, ProgressWorker, AlertLoop | None]:
+    """The delivery, progress and (with ``RELAY_ALERT_WEBHOOK``) alert loops for this runtime's store
+    and settings, sharing one transport (so they share what the rate-limit headers taught)."""
     settings = runtime.settings
     bot = settings.discord_bot_token.get_secret_value() if settings.discord_bot_token else None
     transport = DiscordTransport(client, settings.discord_api_base, bot_token=bot,
@@ -93,12 +107,30 @@ def build_workers(runtime: Runtime, client: httpx.AsyncClient, *,
     def reveal(stored: str) -> str:
         return runtime.cipher.decrypt(stored).reveal()
 
-    worker = DeliveryWorker(DeliveryQueue(runtime.engine), transport, reveal, worker_config(settings),
-                            presence=presence, monitor=runtime.loops)
+    channels = ChannelStore(runtime.engine)
+    limit = channel_limit(settings.channel_limit)
+    if limit is not None:
+        transport.pacing = ChannelPacing(channels, limit, max_wait_s=settings.channel_wait_max)
+    queue = DeliveryQueue(runtime.engine)
+    alerts = alert_loop(runtime, transport)
+    queue.record_alerts = alerts is not None
+    worker = DeliveryWorker(queue, transport, reveal, worker_config(settings),
+                            presence=presence, monitor=runtime.loops, channels=channels)
     progress = ProgressWorker(ProgressQueue(runtime.engine), transport, reveal, owner=worker.owner,
                               interaction_margin_s=settings.interaction_margin, lease_s=settings.lease_seconds,
                               monitor=runtime.loops)
-    return worker, progress
+    return worker, progress, alerts
+
+
+def alert_loop(runtime: Runtime, transport: DiscordTransport) -> AlertLoop | None:
+    """The operator alert loop for ``RELAY_ALERT_WEBHOOK`` (None when it is not set)."""
+    settings = runtime.settings
+    if settings.alert_webhook is None:
+        return None
+    webhook_id, token, _thread = parse_webhook_url(settings.alert_webhook.get_secret_value(),
+                                                   settings.discord_api_base)
+    return AlertLoop(AlertStore(runtime.engine), transport, webhook_id=webhook_id, token=lambda: token,
+                     window_s=settings.alert_window, admin_url=settings.public_url)
 
 
 async def start_workers(runtime: Runtime) -> Workers:
@@ -123,19 +155,23 @@ async def start_workers(runtime: Runtime) -> Workers:
         file_presence = FilePresence.beside(settings.sqlite_path, new_owner_id(presence=True))
         closers.append(file_presence.close)
         presence = file_presence
-    worker, progress = build_workers(runtime, client, presence=presence)
+    worker, progress, alerts = build_workers(runtime, client, presence=presence)
     wake_target.append(worker)
     stop = asyncio.Event()
-    task = asyncio.create_task(_run_both(worker, progress, stop), name="delivery-worker")
+    task = asyncio.create_task(_run_loops(worker, progress, alerts, stop, runtime), name="delivery-worker")
     workers = Workers(worker=worker, client=client, stop_event=stop, task=task, closers=closers)
     runtime.workers_running = workers.is_running
     return workers
 
 
-async def _run_both(worker: DeliveryWorker, progress: ProgressWorker, stop: asyncio.Event) -> None:
-    """Run both loops until ``stop``; they are supervised, so an early end is a bug said out loud."""
+async def _run_loops(worker: DeliveryWorker, progress: ProgressWorker, alerts: AlertLoop | None,
+                     stop: asyncio.Event, runtime: Runtime) -> None:
+    """Run the loops until ``stop``; they are supervised, so an early end is a bug said out loud."""
     tasks = [asyncio.create_task(worker.run(stop), name="deliveries"),
              asyncio.create_task(progress.run(stop), name="progress")]
+    if alerts is not None:
+        tasks.append(asyncio.create_task(supervise("alerts", alerts.step, stop=stop, monitor=runtime.loops),
+                                         name="alerts"))
     await asyncio.wait(tasks)
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:

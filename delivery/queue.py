@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, select, update
 from sqlmodel import Session
 
+from delivery.alert_events import record_disabled, record_undelivered
 from delivery.ratelimit import BucketState
 from delivery.render import AttachmentRef, Field, FilePart, MessagePlan, RenderInput
 from schemas.lifecycle import (
@@ -64,6 +65,8 @@ class ClaimedDestination:
     bucket: BucketState
     dm_channel_id: str | None
     previous_owner: str | None = None  # a dead worker's lease this claim took over, if any
+    channel_id: str | None = None  # the webhook's Discord channel, once learned (see delivery.channels)
+    guild_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class Work:
     notice_sent: bool = False
     plans: tuple[StoredPlan, ...] = ()  # empty until rendered
     defect: str | None = None  # why its stored data cannot be read: delivering it is a crash
+    thread_id: str | None = None  # the forum post this delivery's first message created
+    silent: bool = False  # every message with SUPPRESS_NOTIFICATIONS (the result's or the destination's wish)
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,13 @@ class EngineStore:
 
 
 class DeliveryQueue(EngineStore):
-    """Claim/lease and progress queries of the workers; the engine is injected."""
+    """Claim/lease and progress queries of the workers; the engine is injected.
+
+    ``record_alerts``: write an operator alert event (``delivery.alerts``) in the same transaction
+    that makes a result undelivered or disables a destination (set when an alert webhook is configured).
+    """
+
+    record_alerts = False
 
     # --- claiming --------------------------------------------------------------------------------
 
@@ -175,7 +186,8 @@ class DeliveryQueue(EngineStore):
                     key=row.key, kind=row.kind, disabled=row.disabled, disabled_reason=row.disabled_reason,
                     bucket=BucketState(bucket=row.bucket, remaining=row.remaining,
                                        reset_at=_aware(row.reset_at).timestamp() if row.reset_at else 0.0),
-                    dm_channel_id=row.dm_channel_id, previous_owner=previous))
+                    dm_channel_id=row.dm_channel_id, previous_owner=previous,
+                    channel_id=row.channel_id, guild_id=row.guild_id))
             return claimed
 
     def leased_owners(self, *, exclude: str) -> list[str]:
@@ -233,7 +245,8 @@ class DeliveryQueue(EngineStore):
         """A delivery arrived: record it and take the destination's next one, in one transaction."""
         now = utcnow()
         with self._session(write=True) as session:
-            finished = _finish(session, delivery_id, delivered=True, sent=sent, now=now, postgres=self._postgres)
+            finished = _finish(session, delivery_id, delivered=True, sent=sent, now=now, postgres=self._postgres,
+                               alerts=self.record_alerts)
             return finished, (_start_next(session, key, now, render) if key is not None else None)
 
     def plans(self, delivery_id: int) -> list[StoredPlan]:
@@ -253,6 +266,13 @@ class DeliveryQueue(EngineStore):
         """Discord holds this message: commit its id before the next message is sent."""
         with self._session(write=True) as session:
             _record_sent(session, delivery_id, plan_id, message_id, utcnow())
+
+    def set_thread(self, delivery_id: int, thread_id: str) -> None:
+        """The forum post this delivery's first message created: later messages and retries go there."""
+        with self._session(write=True) as session:
+            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(thread_id=thread_id))
+            session.add(DeliveryEvent(delivery_id=delivery_id, at=utcnow(), outcome="thread_created",
+                                      message=f"forum post {thread_id}"))
 
     def set_render_scale(self, delivery_id: int, scale: int, note: str) -> None:
         """Remember that this delivery renders smaller (after a 413)."""
@@ -304,8 +324,10 @@ class DeliveryQueue(EngineStore):
         """A 404 Unknown Webhook: later results to it fail fast until someone re-enables it."""
         now = utcnow()
         with self._session(write=True) as session:
-            session.execute(update(Destination).where(Destination.key == key)
-                            .values(disabled=True, disabled_reason=reason, disabled_at=now, updated_at=now))
+            changed = session.execute(update(Destination).where(Destination.key == key, Destination.disabled.is_(False))
+                                      .values(disabled=True, disabled_reason=reason, disabled_at=now, updated_at=now))
+            if self.record_alerts and changed.rowcount:  # type: ignore[attr-defined]
+                record_disabled(session, key, reason, now)
 
     def finish(self, delivery_id: int, *, delivered: bool, status: int | None = None, code: int | None = None,
                message: str | None = None, outcome: str | None = None,
@@ -317,7 +339,8 @@ class DeliveryQueue(EngineStore):
         """
         with self._session(write=True) as session:
             return _finish(session, delivery_id, delivered=delivered, status=status, code=code, message=message,
-                           outcome=outcome, sent=sent, now=utcnow(), postgres=self._postgres)
+                           outcome=outcome, sent=sent, now=utcnow(), postgres=self._postgres,
+                           alerts=self.record_alerts)
 
     def mark_notice_sent(self, delivery_id: int) -> None:
         """The hand-off notice for this interaction delivery went out (never twice)."""
@@ -397,7 +420,8 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
                 first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
                 result=result, stale=stale, next_kind=following,
                 notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d),
-                plans=tuple(plans), defect=defect)
+                plans=tuple(plans), defect=defect, thread_id=d.thread_id or _progress_thread(session, r, d),
+                silent=bool(r.silent or d.target_json.get("silent")))
 
 
 def _render_input(r: Result, atts: Sequence[Any]) -> RenderInput:
@@ -413,7 +437,7 @@ def _render_input(r: Result, atts: Sequence[Any]) -> RenderInput:
 
 def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetime, postgres: bool,
             status: int | None = None, code: int | None = None, message: str | None = None,
-            outcome: str | None = None, sent: tuple[int, str] | None = None) -> Finished:
+            outcome: str | None = None, sent: tuple[int, str] | None = None, alerts: bool = False) -> Finished:
     if sent is not None:
         _record_sent(session, delivery_id, sent[0], sent[1], now)
     d = session.get(Delivery, delivery_id)
@@ -436,10 +460,14 @@ def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetim
     rows = load_route(session, r)
     event = Delivered(d.position) if delivered else PermanentFailure(d.position)
     try:
-        writes = advance(session, rows, event, now).writes
+        done = advance(session, rows, event, now)
     except InvalidTransition:
         # Already ended (a lease taken over while this attempt was on the wire): the first word stands.
         return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now)
+    if done.exhausted and alerts:
+        session.flush()  # the failed status of this delivery is what the alert reads
+        record_undelivered(session, r, now)
+    writes = done.writes
     skipped = [rows.deliveries[w.position].id or 0 for w in writes
                if isinstance(w, SetDelivery) and w.status is DeliveryStatus.SKIPPED]
     following = [rows.deliveries[w.position].id for w in writes if isinstance(w, SetDelivery) and w.due]
@@ -466,6 +494,16 @@ def _progress_handoff_sent(session: Session, result: Result, delivery: Delivery)
     state = session.scalar(select(ProgressMessage.state_json).where(
         ProgressMessage.workflow_id == result.workflow_id, ProgressMessage.destination_key == delivery.destination_key))
     return bool(state and state.get("handoff_sent"))
+
+
+def _progress_thread(session: Session, result: Result, delivery: Delivery) -> str | None:
+    """The forum post this workflow's progress message opened on the same destination, if any."""
+    if delivery.kind != "webhook" or not result.workflow_id or not delivery.target_json.get("thread_name"):
+        return None
+    state = session.scalar(select(ProgressMessage.state_json).where(
+        ProgressMessage.workflow_id == result.workflow_id, ProgressMessage.destination_key == delivery.destination_key))
+    thread = state.get("thread_id") if state else None
+    return str(thread) if thread else None
 
 
 def _file_to_json(part: FilePart) -> dict[str, Any]:

@@ -14,7 +14,8 @@ Layout, chosen for the fewest messages with the reading order title → summary 
   and the fields; a summary or a field list too long for it flows into further embeds.
 * The body follows in embeds of its own, each with a ``(k/n)`` footer; embeds and messages are
   filled up to 4,096 characters per description and 6,000 per message before a new one starts.
-  The footer marker is the only thing :func:`reassemble_body` needs to find the body again.
+  The footer marker is the only thing :func:`reassemble_body` needs to find the body again; a
+  body in one piece gets no ``(1/1)``, only an invisible ZWSP footer.
 * A body that would need more than ``Limits.max_body_messages`` messages is sent as a
   ``result.md`` attachment instead (split into numbered parts when large), with a field saying so.
 * Producer attachments larger than a file may be are sent as ``name.001``, ``name.002``, … byte
@@ -116,7 +117,7 @@ def reassemble_body(plans: list[MessagePlan]) -> str:
     for plan in plans:
         for embed in plan.payload.get("embeds", ()):
             footer = (embed.get("footer") or {}).get("text", "")
-            if _BODY_MARKER.fullmatch(discord_trim(footer)) and "description" in embed:
+            if (footer == ZWSP or _BODY_MARKER.fullmatch(discord_trim(footer))) and "description" in embed:
                 pieces.append(decode_piece(embed["description"]))
     return "".join(pieces)
 
@@ -340,7 +341,9 @@ class _Layout:
         """Finish markers, drop empty embeds and messages, and spread the files over messages."""
         total = len(self.body)
         for number, (_index, embed) in enumerate(self.body, start=1):
-            embed["footer"] = {"text": f"({number}/{total})"}
+            # A body in one piece says no "(1/1)": its footer is a lone ZWSP, which Discord shows as
+            # nothing and :func:`reassemble_body` still finds.
+            embed["footer"] = {"text": f"({number}/{total})" if total > 1 else ZWSP}
         payloads: list[dict[str, Any]] = []
         pinned: list[list[FilePart]] = []
         for embeds, content, files in zip(self.messages, self.contents, self.pinned, strict=True):
@@ -361,7 +364,8 @@ class _Layout:
         plans = []
         for payload, parts in zip(payloads, chosen, strict=True):
             if parts:
-                payload["attachments"] = [{"id": i, "filename": p.filename} for i, p in enumerate(parts)]
+                # Snowflake strings, as Discord's schema types attachment ids ("0" is files[0]).
+                payload["attachments"] = [{"id": str(i), "filename": p.filename} for i, p in enumerate(parts)]
             plans.append(MessagePlan(payload, tuple(parts)))
         return plans
 

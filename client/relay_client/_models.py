@@ -19,9 +19,12 @@ class _WebhookRequired(TypedDict):
 
 
 class WebhookRoute(_WebhookRequired, total=False):
-    """``{"type": "webhook", "url": ..., "thread_id": ...}``."""
+    """``{"type": "webhook", "url": ..., "thread_id": ...}``; ``thread_name`` opens a forum post."""
 
     thread_id: str
+    thread_name: str
+    applied_tags: list[str]
+    silent: bool
 
 
 class DMRoute(TypedDict):
@@ -89,6 +92,7 @@ class Result(_ResultRequired, total=False):
     level: Literal["info", "success", "warning", "error"]
     attachments: list[Attachment]
     mode: Literal["first_success", "all"]
+    silent: bool
     metadata: dict[str, Any]
 
 

@@ -7,11 +7,23 @@ from datetime import UTC, datetime
 from relay_client._models import DMRoute, InteractionRoute, WebhookRoute
 
 
-def webhook(url: str, thread_id: str | int | None = None) -> WebhookRoute:
-    """A channel webhook (``https://discord.com/api/webhooks/{id}/{token}``), optionally into a thread."""
+def webhook(url: str, thread_id: str | int | None = None, *, thread_name: str | None = None,
+            applied_tags: list[str | int] | None = None, silent: bool | None = None) -> WebhookRoute:
+    """A channel webhook (``https://discord.com/api/webhooks/{id}/{token}``), optionally into a thread.
+
+    In a forum or media channel, ``thread_name`` makes the result's first message a new post (tagged
+    with ``applied_tags``, at most 5) and every later message goes into it. ``silent`` sends without
+    notifications.
+    """
     dest = WebhookRoute(type="webhook", url=url)
     if thread_id is not None:
         dest["thread_id"] = str(thread_id)
+    if thread_name is not None:
+        dest["thread_name"] = thread_name
+    if applied_tags:
+        dest["applied_tags"] = [str(tag) for tag in applied_tags]
+    if silent is not None:
+        dest["silent"] = silent
     return dest
 
 

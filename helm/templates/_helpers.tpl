@@ -168,6 +168,9 @@ RELAY_SECRET_KEY: {{ . | b64enc | quote }}
 {{- with .Values.secrets.metricsToken }}
 RELAY_METRICS_TOKEN: {{ . | b64enc | quote }}
 {{- end }}
+{{- with .Values.secrets.alertWebhook }}
+RELAY_ALERT_WEBHOOK: {{ . | b64enc | quote }}
+{{- end }}
 {{- end }}
 
 {{/* The relay container's environment wiring. Call with (dict "ctx" $ "runWorkers" true|false). */}}

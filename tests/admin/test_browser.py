@@ -183,3 +183,26 @@ def test_api_docs_render_offline_from_the_relays_own_assets(make_relay: Callable
     needed = [u for u in outside if not u.startswith(("blob:", "data:")) and not u.endswith("/logo-mini.svg")]
     assert needed == []
     page.close()
+
+
+def test_level_icons_render_as_colour_emoji_not_empty_boxes(browser: Any) -> None:
+    """The admin page's level icons are emoji: chromium needs a colour emoji font (fonts-noto-color-emoji)."""
+    page = browser.new_page()
+    try:
+        page.set_content("<canvas id=c width=64 height=64></canvas>")
+        coloured = page.evaluate("""() => {
+            const ctx = document.getElementById('c').getContext('2d');
+            ctx.font = '48px sans-serif';
+            ctx.fillStyle = '#000';
+            ctx.fillText('\\u2705', 4, 52);
+            const data = ctx.getImageData(0, 0, 64, 64).data;
+            let n = 0;
+            for (let i = 0; i < data.length; i += 4) {
+                const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+                if (a > 0 && (Math.abs(r - g) > 40 || Math.abs(g - b) > 40)) n++;
+            }
+            return n;
+        }""")
+    finally:
+        page.close()
+    assert coloured > 50, "✅ drew no colour: install fonts-noto-color-emoji (scripts/install-test-deps.sh)"

@@ -164,3 +164,11 @@ def test_error_words() -> None:
     assert describe_error(503, None, "upstream") == "Discord unavailable (503)"
     assert describe_error(None, None, "connection reset") == "connection reset"
     assert describe_error(None, None, None) is None
+
+
+def test_the_preview_marks_silent_messages_and_shows_no_empty_footer(admin: AdminClient) -> None:
+    silent = _post(admin, title="quiet one", silent=True, body="one short paragraph")
+    loud = _post(admin, title="loud one", body="one short paragraph")
+    quiet_page, loud_page = (admin.get(f"/admin/results/{rid}").text for rid in (silent, loud))
+    assert "🔕 silent" in quiet_page and "🔕 silent" not in loud_page
+    assert "(1/1)" not in loud_page and '<div class="efooter">\u200b</div>' not in loud_page

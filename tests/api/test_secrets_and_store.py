@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text, update
 
 from app.store import Database
-from schemas.tables import Result
+from schemas.tables import AlertEvent, Result
 from tests.conftest import Relay, result_payload
 from tests.support.db import PG_HOST, PG_PORT, pg_url
 from tests.support.proxy import TcpProxy
@@ -156,6 +156,8 @@ def test_retention_purges_finished_results_with_their_files(make_relay) -> None:
     with db.session(write=True) as session:
         for name, (status, at) in finished.items():
             session.execute(update(Result).where(Result.id == ids[name]).values(status=status, finished_at=at))
+        for told in (now - timedelta(hours=2), now - timedelta(minutes=10), None):  # alerts: old, recent, unsent
+            session.add(AlertEvent(at=now, kind="disabled", group_key="g", text="t", detail_json={}, sent_at=told))
     deadline = time.monotonic() + 20
     gone: set[str] = set()
     while time.monotonic() < deadline:
@@ -169,5 +171,7 @@ def test_retention_purges_finished_results_with_their_files(make_relay) -> None:
         left = conn.execute(text("SELECT count(*) FROM attachments")).scalar()
         orphans = conn.execute(text("SELECT count(*) FROM deliveries WHERE result_id NOT IN "
                                     "(SELECT id FROM results)")).scalar()
+        alerts = conn.execute(text("SELECT count(*) FROM alert_events")).scalar()
     engine.dispose()
     assert left == 3 and orphans == 0
+    assert alerts == 2  # the alert told two hours ago is gone; the recent and the unsent one stay

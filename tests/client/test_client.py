@@ -232,3 +232,13 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
     delays: Callable[[int], list[float]] = lambda n: [backoff.delay(n) for _ in range(200)]  # noqa: E731
     assert max(delays(0)) <= 1 and max(delays(5)) <= 4 and len(set(delays(3))) > 100
     assert backoff.delay(0, retry_after=2.5) == 2.5 and Backoff(max_retry_after=3).delay(0, retry_after=99) == 3
+
+
+def test_webhook_route_helper_builds_forum_and_silent_destinations() -> None:
+    from relay_client import webhook as make_webhook
+
+    assert make_webhook("https://discord.com/api/webhooks/1/t", thread_name="Run 7", applied_tags=[11, "12"],
+                        silent=True) == {"type": "webhook", "url": "https://discord.com/api/webhooks/1/t",
+                                         "thread_name": "Run 7", "applied_tags": ["11", "12"], "silent": True}
+    assert make_webhook("https://discord.com/api/webhooks/1/t", 5) == {
+        "type": "webhook", "url": "https://discord.com/api/webhooks/1/t", "thread_id": "5"}

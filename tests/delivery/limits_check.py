@@ -71,7 +71,7 @@ def check_plan(plan: MessagePlan, limits: Limits, destination: str = "webhook") 
     assert len(files) <= limits.files_per_message, f"{len(files)} files"
     if files:
         refs = payload["attachments"]
-        assert [r["id"] for r in refs] == list(range(len(files)))
+        assert [r["id"] for r in refs] == [str(i) for i in range(len(files))]  # snowflake strings
         assert [r["filename"] for r in refs] == [f.filename for f in files]
     else:
         assert "attachments" not in payload

@@ -353,3 +353,27 @@ def test_plan_size_counts_files_and_payload() -> None:
     part = FilePart("a.bin", "application/octet-stream", 0, 0, 5000)
     plan = MessagePlan({"embeds": [], "attachments": [{"id": 0, "filename": "a.bin"}]}, (part,))
     assert 5000 + len(json.dumps(plan.payload)) < plan_size(plan) < 5000 + 4096
+
+
+@given(st.text(min_size=1, max_size=3000).filter(lambda s: s.strip()))
+def test_a_body_in_one_piece_has_no_one_of_one_marker(body: str) -> None:
+    plans = render(RenderInput(title="t", summary="s", body=body))
+    footers = [(e.get("footer") or {}).get("text") for p in plans for e in p.payload.get("embeds", ())]
+    assert not any(f and "/1)" in f for f in footers)
+    if len([f for f in footers if f]) == 1:
+        assert footers.count("\u200b") == 1
+    assert reassemble_body(plans) == body
+
+
+def test_a_longer_body_keeps_its_markers() -> None:
+    plans = render(RenderInput(title="t", body="\n\n".join("p" * 3000 for _ in range(3))))
+    footers = [e["footer"]["text"] for p in plans for e in p.payload["embeds"] if "footer" in e]
+    assert footers == ["(1/3)", "(2/3)", "(3/3)"]
+
+
+def test_attachment_ids_are_snowflake_strings() -> None:
+    atts = tuple(AttachmentRef(i, f"f{i}.bin", "application/octet-stream", 10, "0" * 64) for i in range(12))
+    plans = render(RenderInput(title="files", attachments=atts))
+    ids = [a["id"] for p in plans for a in p.payload.get("attachments", ())]
+    assert ids and all(isinstance(i, str) and i.isdigit() for i in ids)
+    assert [a["id"] for a in plans[0].payload["attachments"]] == [str(i) for i in range(10)]

@@ -381,3 +381,14 @@ def test_split_workers_are_probed_on_their_health_port(tools: Tools) -> None:
     assert {"name": "health", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
+def test_alerts_and_channel_pacing_render(tools: Tools) -> None:
+    docs = tools.render("--set", "secrets.alertWebhook=https://discord.com/api/webhooks/1/ops-token",
+                        "--set", "config.channelLimit=30/60", "--set", "config.alertWindow=60",
+                        "--set", "config.publicUrl=https://relay.example.com")
+    (secret,) = [s for s in of_kind(docs, "Secret") if "annotations" not in s["metadata"]]
+    config = of_kind(docs, "ConfigMap")[0]["data"]
+    assert "RELAY_ALERT_WEBHOOK" in secret["data"] and "ops-token" not in str(config)
+    assert (config["RELAY_CHANNEL_LIMIT"], config["RELAY_ALERT_WINDOW"], config["RELAY_PUBLIC_URL"]) == (
+        "30/60", "60", "https://relay.example.com")

@@ -162,3 +162,46 @@ def test_sigterm_drains_within_grace_and_restart_delivers_the_rest(store_url, em
     assert set(seen) == {f"{tag}-{i}" for i in range(30)}
     assert sum(seen.values()) - 30 <= 1  # at most a message whose response the drain cut off
     assert emulator.count_429() == 0
+
+
+def test_forum_post_survives_sigkill_between_message_one_and_two(store_url, emulator, procs, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import base64
+
+    from sqlalchemy import text
+
+    # Message 2 waits 6 s for the webhook's bucket: the kill lands between 1 and 2 even on a loaded machine.
+    emulator.set_rate_limits(RateLimits(webhook=Limit(1, 6.0)))
+    forum = "750000000000000001"
+    wid, _, url = emulator.add_webhook(channel_id=forum, forum=True)
+    settings = dict(FAST, database_url=store_url, discord_api_base=emulator.api_base, lease_seconds=2)
+    first = RelayProcess("serve", tmp_path / "a.log", **settings).start()
+    procs.append(first)
+    key = _key(store_url)
+    body = "\n\n".join("w" * 2900 + f" part {i}" for i in range(5))  # three messages
+    blob = b"forum attachment " * 64
+    rid = _post(first.url, key, result_payload(body=body, route=[{"type": "webhook", "url": url,
+                                                                  "thread_name": "Run 42"}],
+                                               attachments=[{"filename": "run.log", "content_base64":
+                                                             base64.b64encode(blob).decode()}]))
+    engine = create_engine(store_url)
+    try:
+        def thread_stored() -> bool:
+            with engine.connect() as conn:
+                return bool(conn.execute(text("SELECT thread_id FROM deliveries WHERE result_id = :r"),
+                                         {"r": rid}).scalar())
+
+        wait_for(lambda: len(emulator.messages(webhook_id=wid)) == 1 and thread_stored(), timeout=60,
+                 message="message 1 out and its thread stored")
+        first.kill()
+    finally:
+        engine.dispose()
+    assert len(emulator.messages(webhook_id=wid)) == 1  # killed before message 2
+    second = RelayProcess("serve", tmp_path / "b.log", **settings).start()
+    procs.append(second)
+    wait_for(lambda: _statuses(second.url, key, [rid])["delivered"] == 1, timeout=90, message="resumed")
+    messages = emulator.messages(webhook_id=wid)
+    [thread] = emulator.threads(forum)
+    assert thread.name == "Run 42" and thread.id == messages[0].id
+    assert len(messages) == 3 and {m.channel_id for m in messages} == {thread.id}
+    assert body_seen(messages) == body
+    assert [f.data for m in messages for f in m.files] == [blob]

@@ -98,6 +98,25 @@ def test_shared_channel_limit_for_webhooks(discord: DiscordEmulator, client: htt
     assert limited.status_code == 429
     assert limited.headers["x-ratelimit-scope"] == "shared"
     assert discord.count_429("shared") == 1
+    # As Discord: the webhook's own bucket still shows requests left; only the scope and the long
+    # retry_after say that the channel, shared by every webhook in it, is full.
+    assert int(limited.headers["x-ratelimit-remaining"]) >= 1
+    assert limited.headers["x-ratelimit-limit"] == "5" and "x-ratelimit-bucket" in limited.headers
+    body = limited.json()
+    assert body["global"] is False and 40 < body["retry_after"] <= 60
+    assert int(limited.headers["retry-after"]) == math.ceil(body["retry_after"])
+    assert limited.headers["via"] == "1.1 google" and "x-ratelimit-global" not in limited.headers
+
+
+def test_the_channel_limit_is_on_by_default_at_thirty_a_minute(discord: DiscordEmulator,
+                                                                client: httpx.Client) -> None:
+    assert RateLimits().webhook_channel == Limit(30, 60.0)
+    discord.set_rate_limits(RateLimits(webhook=Limit(100, 1.0)))  # only the channel's cap left
+    hooks = [discord.add_webhook(channel_id="2")[2] for _ in range(3)]
+    statuses = [client.post(hooks[i % 3], json={"content": "x"}).status_code for i in range(31)]
+    assert statuses == [204] * 30 + [429]
+    _, _, elsewhere = discord.add_webhook(channel_id="3")
+    assert client.post(elsewhere, json={"content": "x"}).status_code == 204  # per channel, not global
 
 
 def test_rate_limits_over_http(discord: DiscordEmulator, client: httpx.Client) -> None:
