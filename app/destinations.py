@@ -149,6 +149,8 @@ def _build_target(
             "token": cipher.encrypt(dest.token),
             "created_at": dest.created_at.isoformat(),
         }
+        if dest.user_id is not None:
+            stored["user_id"] = dest.user_id
         return Target(key=f"interaction:{dest.application_id}:{digest}", kind="interaction",
                       label=destination_label("interaction", stored), stored=stored)
     assert isinstance(dest, DMDestination)
@@ -166,8 +168,11 @@ def public_destination(kind: str, stored: dict[str, Any]) -> dict[str, Any]:
             out["thread_id"] = stored["thread_id"]
         return out
     if kind == "interaction":
-        return {"type": "interaction", "application_id": stored["application_id"], "token": MASK,
-                "created_at": stored["created_at"]}
+        shown: dict[str, Any] = {"type": "interaction", "application_id": stored["application_id"], "token": MASK,
+                                 "created_at": stored["created_at"]}
+        if stored.get("user_id"):
+            shown["user_id"] = stored["user_id"]
+        return shown
     return {"type": "dm", "user_id": stored["user_id"]}
 
 

@@ -145,7 +145,7 @@ async def read_result(request: Request, *, producer: Producer, settings: Setting
         fields=[f.model_dump() for f in result.fields], url=result.url, color=result.color, level=result.level,
         metadata=result.metadata, mode=result.mode,
         targets=build_targets(result.route, settings, cipher, tenant=producer.tenant),
-        attachments=[*inline, *files],
+        attachments=[*inline, *files], discord_user_ids=result.discord_user_ids,
     )
 
 

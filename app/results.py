@@ -38,7 +38,7 @@ from app.store import (
     encode_cursor,
     utcnow,
 )
-from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
+from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result, ResultViewer
 
 STREAM_CHUNK = 1024 * 1024
 # A batch is what queued while the previous one committed, capped so one transaction stays short.
@@ -92,6 +92,7 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
     results: list[dict[str, Any]] = []
     attachments: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
+    viewers: list[dict[str, Any]] = []
     destinations: dict[str, dict[str, Any]] = {}
     for p in batch:
         new = p.new
@@ -122,6 +123,8 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
                 "kind": target.kind, "target_json": target.stored, "status": "pending" if first else "waiting",
                 "next_attempt_at": now if first else None, "created_at": now, "updated_at": now,
             })
+        viewers.extend({"result_id": p.result_id, "user_id": user}
+                       for user in viewers_of(new.targets, new.discord_user_ids))
         outcomes.append((p.result_id, True))
 
     if destinations:
@@ -138,7 +141,29 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
         session.execute(insert(Attachment.__table__), attachments)
     if deliveries:
         session.execute(insert(Delivery.__table__), deliveries)
+    if viewers:
+        session.execute(insert(ResultViewer.__table__), viewers)
     return outcomes
+
+
+def viewers_of(targets: Sequence[Target], extra: Sequence[str] = ()) -> list[str]:
+    """The Discord users a result is meant for: its DM users, its interactions' users, ``extra``.
+
+    They, and only they (besides the managers of a guild it was routed to), may fetch it with
+    ``/results``; in first-seen order, each once.
+    """
+    users = [t.stored.get("user_id") for t in targets if t.kind in ("dm", "interaction")]
+    return list(dict.fromkeys(u for u in [*users, *extra] if u))
+
+
+def _add_viewers(session: Session, result_id: str, users: Sequence[str]) -> None:
+    """Record more owners of a result (a new route may name new users); known ones are kept once."""
+    if not users:
+        return
+    dialect = session.get_bind().dialect.name
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(upsert(ResultViewer.__table__).on_conflict_do_nothing(index_elements=["result_id", "user_id"]),
+                    [{"result_id": result_id, "user_id": u} for u in users])
 
 
 class ResultStore:
@@ -207,6 +232,7 @@ class ResultStore:
                         size=len(att.data), sha256=hashlib.sha256(att.data).hexdigest(), data=att.data,
                     ))
                 self._add_deliveries(session, result_id, 1, new.mode, new.targets, now)
+                _add_viewers(session, result_id, viewers_of(new.targets, new.discord_user_ids))
         except IntegrityError:
             # A concurrent request with the same idempotency key committed first (another replica).
             existing = self._find_idempotent(new) if new.idempotency_key is not None else None
@@ -281,6 +307,7 @@ class ResultStore:
                     old.status, old.next_attempt_at, old.updated_at = "cancelled", None, now
             result.generation += 1
             self._add_deliveries(session, result.id, result.generation, result.mode, targets, now)
+            _add_viewers(session, result.id, viewers_of(targets))
         else:
             # Same route, not yet delivered: reset what did not arrive, keeping the sent-message marks
             # so a resumed delivery never repeats a message Discord already holds.
@@ -494,6 +521,7 @@ def _delete_results(session: Session, ids: list[str]) -> None:
     session.execute(delete(DeliveryEvent).where(DeliveryEvent.delivery_id.in_(delivery_ids)))
     session.execute(delete(Delivery).where(Delivery.result_id.in_(ids)))
     session.execute(delete(Attachment).where(Attachment.result_id.in_(ids)))
+    session.execute(delete(ResultViewer).where(ResultViewer.result_id.in_(ids)))
     session.execute(delete(Result).where(Result.id.in_(ids)))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,7 @@ from sqlmodel import Session
 
 from app.destinations import Target
 from app.ids import new_id
-from schemas.tables import DEFAULT_TENANT, ApiKey
+from schemas.tables import DEFAULT_TENANT, TENANT_NAME, ApiKey
 from store.errors import (  # re-exported: the API maps these to HTTP answers
     IdempotencyConflict as IdempotencyConflict,
 )
@@ -34,8 +33,6 @@ from store.errors import StoreUnavailable as StoreUnavailable
 from store.errors import translated
 
 ACTIVE_DELIVERY = ("pending", "waiting", "sending")
-# Tenant names appear in destination keys and on the admin page: short, lower-case, no separators.
-TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 FINISHED_RESULT = ("delivered", "undelivered", "picked_up")
 
 
@@ -95,6 +92,7 @@ class NewResult:
     mode: str
     targets: Sequence[Target]
     attachments: Sequence[NewAttachment] = ()
+    discord_user_ids: Sequence[str] = ()  # besides the users its DM and interaction destinations name
 
 
 @dataclass(frozen=True)
