@@ -362,7 +362,7 @@ class ResultStore:
         """One result with its current deliveries (``NotFound`` when it belongs to another tenant)."""
         with self._db.session() as session:
             result = _get_result(session, result_id, tenant)
-            return _views(session, [result])[0]
+            return result_views(session, [result])[0]
 
     def list(
         self, flt: ResultFilter, *, cursor: str | None = None, limit: int = 50
@@ -375,7 +375,7 @@ class ResultStore:
         query = query.order_by(Result.created_at.desc(), Result.id.desc()).limit(limit + 1)
         with self._db.session() as session:
             rows = session.scalars(query).all()
-            views = _views(session, list(rows[:limit]))
+            views = result_views(session, list(rows[:limit]))
         next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         return views, next_cursor
 
@@ -389,7 +389,7 @@ class ResultStore:
         """The whole original result."""
         with self._db.session() as session:
             r = _get_result(session, result_id, tenant)
-            atts = _attachment_meta(session, [r.id]).get(r.id, [])
+            atts = attachment_meta(session, [r.id]).get(r.id, [])
         return ResultContentView(
             id=r.id, workflow_id=r.workflow_id, title=r.title, summary=r.summary, body=r.body,
             fields=list(r.fields_json), url=r.url, color=r.color, level=r.level,
@@ -400,7 +400,7 @@ class ResultStore:
         """Metadata of one attachment; ``NotFound`` if there is no such file (or not in ``tenant``)."""
         with self._db.session() as session:
             _get_result(session, result_id, tenant)
-            for meta in _attachment_meta(session, [result_id]).get(result_id, []):
+            for meta in attachment_meta(session, [result_id]).get(result_id, []):
                 if meta.index == index:
                     return meta
         raise NotFound(f"{result_id}/attachments/{index}")
@@ -461,7 +461,8 @@ def _ensure_destination(session: Session, target: Target, now: datetime) -> None
     session.execute(insert(Destination).values(**values).on_conflict_do_nothing(index_elements=["key"]))
 
 
-def _attachment_meta(session: Session, result_ids: list[str]) -> dict[str, list[AttachmentMeta]]:
+def attachment_meta(session: Session, result_ids: list[str]) -> dict[str, list[AttachmentMeta]]:
+    """The files of these results, without their bytes, by result id (inside the caller's session)."""
     rows = session.execute(
         select(Attachment.result_id, Attachment.idx, Attachment.filename, Attachment.content_type,
                Attachment.size, Attachment.sha256)
@@ -476,7 +477,8 @@ def _attachment_meta(session: Session, result_ids: list[str]) -> dict[str, list[
     return out
 
 
-def _views(session: Session, results: list[Result]) -> list[ResultView]:
+def result_views(session: Session, results: list[Result]) -> list[ResultView]:
+    """These results with their current deliveries and files, as the API shows them (caller's session)."""
     if not results:
         return []
     ids = [r.id for r in results]
@@ -504,7 +506,7 @@ def _views(session: Session, results: list[Result]) -> list[ResultView]:
             last_error_message=d.last_error_message, next_attempt_at=as_utc(d.next_attempt_at),
             delivered_at=as_utc(d.delivered_at),
         ))
-    attachments = _attachment_meta(session, ids)
+    attachments = attachment_meta(session, ids)
     return [
         ResultView(
             id=r.id, tenant=r.tenant, status=r.status, workflow_id=r.workflow_id, title=r.title, mode=r.mode,
