@@ -24,6 +24,7 @@ rate-limit buckets in ``_discord_ratelimit``, faults and recording at the edge i
 from __future__ import annotations
 
 import argparse
+import copy
 import secrets
 import socket
 import threading
@@ -31,6 +32,7 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -42,6 +44,7 @@ from ._discord_api import VIA, api_routes
 from ._discord_control import control_routes
 from ._discord_edge import EdgeMiddleware
 from ._discord_faults import FaultKind, FaultPlan, FaultRule
+from ._discord_interactions import APPLICATION_ID, InteractionCall, InteractionSender
 from ._discord_ratelimit import Limit, RateLimiter, RateLimits
 from ._discord_state import (
     INTERACTION_TTL_S,
@@ -59,7 +62,9 @@ from ._discord_state import (
 from .discord_validation import DiscordLimits, DiscordValidationError, validate_message
 
 __all__ = [
+    "APPLICATION_ID",
     "Counters",
+    "InteractionCall",
     "DiscordEmulator",
     "DiscordLimits",
     "DiscordValidationError",
@@ -131,6 +136,8 @@ class DiscordEmulator:
         self.faults = FaultPlan(seed)
         self._limiter = RateLimiter()
         self._state = EmulatorState(clock=self.clock, bot_token=bot_token)
+        # Discord's side of HTTP interactions: the application's key pair, signed requests out.
+        self.interactions = InteractionSender(self)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -313,6 +320,12 @@ class DiscordEmulator:
         """Undo :meth:`close_dms`."""
         with self._state.lock:
             self._state.closed_dms.discard(str(user_id))
+
+    def registered_commands(self, guild_id: str | int | None = None) -> list[dict[str, Any]]:
+        """The application commands registered globally (or in ``guild_id``), as Discord returns them."""
+        key = (self.interactions.application_id, str(guild_id) if guild_id is not None else None)
+        with self._state.lock:
+            return copy.deepcopy(self._state.commands.get(key, []))
 
     def dm_channel_id(self, user_id: str | int) -> str | None:
         """The DM channel opened for a user, if the relay opened one."""
