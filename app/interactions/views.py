@@ -87,7 +87,8 @@ def _failure_words(d: DeliveryView) -> str:
     """Why one destination did not take the result, in a user's words."""
     where = {"webhook": "channel webhook", "dm": "DM", "interaction": "command follow-up"}.get(d.kind, d.kind)
     code, status = d.last_error_code, d.last_error_status
-    if d.kind == "interaction" and (code == 50027 or status == 401 or status is None and d.status == "skipped"):
+    expired = code == 50027 or status == 401 or "expired" in (d.last_error_message or "")
+    if d.kind == "interaction" and expired:
         return f"{where}: the command had expired"
     reasons = {10015: "the webhook was deleted", 10003: "the channel is gone", 50007: "you do not accept DMs",
                50013: "the relay lacks permission", 50001: "the relay lacks access"}
