@@ -139,6 +139,11 @@ class InteractionSender:
         """Discord's signature of one request: Ed25519 over timestamp + body, hex."""
         return self._key.sign(timestamp.encode() + body).hex()
 
+    def clear(self) -> None:
+        """Forget every interaction sent (the key pair stays: the application is configured with it)."""
+        with self._lock:
+            self._records.clear()
+
     def record(self, interaction_id: str) -> InteractionRecord | None:
         """What the emulator knows of one interaction it sent."""
         with self._lock:

@@ -431,6 +431,7 @@ class DiscordEmulator:
         buckets, limits, bot token); the server keeps running on the same port."""
         self._state.clear_records()
         self._state.clear_registrations()
+        self.interactions.clear()
         bot_token, limits, rate_limits = self._initial
         self.set_bot_token(bot_token)
         self.limits = limits
