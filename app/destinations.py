@@ -137,7 +137,16 @@ def _build_target(
         except ValueError as exc:
             raise InvalidDestination(f"{field}.url", str(exc)) from None
         thread = dest.thread_id or url_thread
+        if thread and dest.thread_name is not None:
+            raise InvalidDestination(f"{field}.thread_name", "give thread_name (a new forum post) or a thread_id "
+                                     "(in the URL or the field), not both")
         stored = {"webhook_id": webhook_id, "token": cipher.encrypt(token), "thread_id": thread}
+        if dest.thread_name is not None:
+            stored["thread_name"] = dest.thread_name
+            if dest.applied_tags:
+                stored["applied_tags"] = list(dest.applied_tags)
+        if dest.silent:
+            stored["silent"] = True
         return Target(key=f"webhook:{webhook_id}", kind="webhook", label=destination_label("webhook", stored),
                       stored=stored)
     if isinstance(dest, InteractionDestination):
@@ -151,12 +160,16 @@ def _build_target(
         }
         if dest.user_id is not None:
             stored["user_id"] = dest.user_id
+        if dest.silent:
+            stored["silent"] = True
         return Target(key=f"interaction:{dest.application_id}:{digest}", kind="interaction",
                       label=destination_label("interaction", stored), stored=stored)
     assert isinstance(dest, DMDestination)
     if not bot_token_configured:
         raise InvalidDestination(f"{field}.type", "a DM destination needs RELAY_DISCORD_BOT_TOKEN on the relay")
-    stored = {"user_id": dest.user_id}
+    stored: dict[str, Any] = {"user_id": dest.user_id}
+    if dest.silent:
+        stored["silent"] = True
     return Target(key=f"dm:{dest.user_id}", kind="dm", label=destination_label("dm", stored), stored=stored)
 
 
@@ -164,16 +177,19 @@ def public_destination(kind: str, stored: dict[str, Any]) -> dict[str, Any]:
     """A stored target as API responses show it: every secret masked."""
     if kind == "webhook":
         out: dict[str, Any] = {"type": "webhook", "url": mask_webhook(stored["webhook_id"])}
-        if stored.get("thread_id"):
-            out["thread_id"] = stored["thread_id"]
-        return out
-    if kind == "interaction":
-        shown: dict[str, Any] = {"type": "interaction", "application_id": stored["application_id"], "token": MASK,
-                                 "created_at": stored["created_at"]}
+        for name in ("thread_id", "thread_name", "applied_tags"):
+            if stored.get(name):
+                out[name] = stored[name]
+    elif kind == "interaction":
+        out = {"type": "interaction", "application_id": stored["application_id"], "token": MASK,
+               "created_at": stored["created_at"]}
         if stored.get("user_id"):
-            shown["user_id"] = stored["user_id"]
-        return shown
-    return {"type": "dm", "user_id": stored["user_id"]}
+            out["user_id"] = stored["user_id"]
+    else:
+        out = {"type": "dm", "user_id": stored["user_id"]}
+    if stored.get("silent"):
+        out["silent"] = True
+    return out
 
 
 def destination_label(kind: str, stored: dict[str, Any]) -> str:
@@ -182,6 +198,8 @@ def destination_label(kind: str, stored: dict[str, Any]) -> str:
     public = public_destination(kind, stored)
     if kind == "webhook":
         thread = f" (thread {public['thread_id']})" if public.get("thread_id") else ""
+        if public.get("thread_name"):
+            thread = f" (forum post “{public['thread_name']}”)"
         return f"{public['url']}{thread}"
     if kind == "interaction":
         return f"interaction follow-up (application {public['application_id']})"

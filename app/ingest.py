@@ -107,13 +107,13 @@ def build_targets(route: list[DestinationIn], settings: Settings, cipher: Cipher
     A destination named twice (however its URL was written) is kept once, at its first position:
     one result is delivered to one destination once.
     """
-    targets: dict[tuple[str, str | None], Target] = {}
+    targets: dict[tuple[str, str | None, str | None], Target] = {}
     try:
         for i, dest in enumerate(route):
             target = build_target(dest, field=f"{field}.{i}", api_base=settings.discord_api_base, cipher=cipher,
                                   bot_token_configured=settings.discord_bot_token is not None, tenant=tenant)
             # Two threads of one webhook are two destinations that share one key (and rate limit).
-            targets.setdefault((target.key, target.stored.get("thread_id")), target)
+            targets.setdefault((target.key, target.stored.get("thread_id"), target.stored.get("thread_name")), target)
     except InvalidDestination as exc:
         raise invalid([{"field": exc.field, "message": exc.reason}]) from None
     return list(targets.values())
@@ -143,7 +143,7 @@ async def read_result(request: Request, *, producer: Producer, settings: Setting
         request_hash=_canonical_hash(payload, file_digests),
         workflow_id=result.workflow_id, title=result.title, summary=result.summary, body=result.body,
         fields=[f.model_dump() for f in result.fields], url=result.url, color=result.color, level=result.level,
-        metadata=result.metadata, mode=result.mode,
+        metadata=result.metadata, mode=result.mode, silent=result.silent,
         targets=build_targets(result.route, settings, cipher, tenant=producer.tenant),
         attachments=[*inline, *files], discord_user_ids=result.discord_user_ids,
     )

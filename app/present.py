@@ -66,5 +66,5 @@ def content_out(view: ResultContentView) -> ResultContent:
     return ResultContent(
         id=view.id, workflow_id=view.workflow_id, title=view.title, summary=view.summary, body=view.body,
         fields=view.fields, url=view.url, color=view.color, level=view.level, metadata=view.metadata,
-        attachments=[attachment_out(view.id, a) for a in view.attachments],
+        attachments=[attachment_out(view.id, a) for a in view.attachments], silent=view.silent,
     )

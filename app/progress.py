@@ -48,7 +48,8 @@ class ProgressStore:
                             workflow_id=workflow_id, destination_key=target.key, kind=target.kind,
                             target_json=target.stored, state_json=state, version=1, created_at=now, updated_at=now))
                     else:
-                        keep = {"handoff_sent": True} if row.state_json.get("handoff_sent") else {}
+                        # What the relay (not the producer) wrote into the state survives an update.
+                        keep = {k: row.state_json[k] for k in ("handoff_sent", "thread_id") if row.state_json.get(k)}
                         row.state_json = {**state, **keep}
                         row.target_json = target.stored
                         row.version += 1

@@ -107,7 +107,8 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
             "request_hash": new.request_hash, "workflow_id": new.workflow_id, "title": new.title,
             "summary": new.summary, "body": new.body, "fields_json": new.fields, "url": new.url,
             "color": new.color, "level": new.level, "metadata_json": new.metadata, "mode": new.mode,
-            "status": "pending", "generation": 1, "created_at": now, "updated_at": now, "finished_at": None,
+            "silent": new.silent, "status": "pending", "generation": 1, "created_at": now, "updated_at": now,
+            "finished_at": None,
         })
         for idx, att in enumerate(new.attachments):
             attachments.append({
@@ -223,7 +224,7 @@ class ResultStore:
                     id=result_id, tenant=new.tenant, key_id=new.key_id, idempotency_key=new.idempotency_key,
                     request_hash=new.request_hash, workflow_id=new.workflow_id, title=new.title,
                     summary=new.summary, body=new.body, fields_json=new.fields, url=new.url, color=new.color,
-                    level=new.level, metadata_json=new.metadata, mode=new.mode, status="pending",
+                    level=new.level, metadata_json=new.metadata, mode=new.mode, silent=new.silent, status="pending",
                     created_at=now, updated_at=now,
                 ))
                 for idx, att in enumerate(new.attachments):
@@ -393,7 +394,7 @@ class ResultStore:
         return ResultContentView(
             id=r.id, workflow_id=r.workflow_id, title=r.title, summary=r.summary, body=r.body,
             fields=list(r.fields_json), url=r.url, color=r.color, level=r.level,
-            metadata=dict(r.metadata_json), attachments=atts,
+            metadata=dict(r.metadata_json), attachments=atts, silent=bool(r.silent),
         )
 
     def attachment(self, result_id: str, index: int, *, tenant: str | None = None) -> AttachmentMeta:

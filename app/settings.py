@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     http_retry_attempts: int = 3
     discord_timeout: float = 20.0
     cloudflare_backoff: float = 600.0
+    # Discord's undocumented cap on webhook posts per channel, shared by all webhooks of the channel:
+    # "COUNT/SECONDS", or "off". The relay paces every destination of one channel under it.
+    channel_limit: str = Field(default="30/60", pattern=r"^\s*(off|\d+\s*/\s*\d+(\.\d+)?)\s*$")
+    # A channel slot further away than this reschedules the delivery instead of holding a worker for it.
+    channel_wait_max: float = Field(default=5.0, ge=0)
 
     retention_delivered: float = 7 * 24 * 3600.0
     retention_undelivered: float = 30 * 24 * 3600.0

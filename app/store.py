@@ -93,6 +93,7 @@ class NewResult:
     targets: Sequence[Target]
     attachments: Sequence[NewAttachment] = ()
     discord_user_ids: Sequence[str] = ()  # besides the users its DM and interaction destinations name
+    silent: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ class ResultContentView:
     level: str | None
     metadata: dict[str, Any]
     attachments: list[AttachmentMeta]
+    silent: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,13 @@ import httpx
 from app.runtime import Runtime
 from app.settings import Settings
 from delivery import metrics
+from delivery.channels import ChannelStore, PaceLimit
 from delivery.progress import ProgressQueue, ProgressWorker
 from delivery.queue import DeliveryQueue
 from delivery.render import Limits
 from delivery.supervise import backoff_delay
 from delivery.transport import TIMEOUT, DiscordTransport, make_client
+from delivery.webhook_send import ChannelPacing
 from delivery.worker import DeliveryWorker, WorkerConfig
 from store.errors import StoreUnavailable, translated
 from store.notify import PgListener, PgNotifier
@@ -50,6 +52,16 @@ def worker_config(settings: Settings) -> WorkerConfig:
         limits=Limits(max_attachment_bytes=settings.max_attachment_bytes,
                       max_body_messages=settings.max_body_messages),
     )
+
+
+def channel_limit(text: str) -> PaceLimit | None:
+    """``RELAY_CHANNEL_LIMIT``: ``"30/60"`` → 30 webhook posts per 60 s per channel; ``"off"`` → no pacing."""
+    if text.strip().lower() == "off":
+        return None
+    count, _, seconds = text.partition("/")
+    per = float(seconds)
+    # The margin absorbs the network's jitter between our clock and Discord's window: 2 % of it.
+    return PaceLimit(count=int(count), per=per, margin=max(0.05, per * 0.02))
 
 
 @dataclass
@@ -95,8 +107,12 @@ def build_workers(runtime: Runtime, client: httpx.AsyncClient, *,
     def reveal(stored: str) -> str:
         return runtime.cipher.decrypt(stored).reveal()
 
+    channels = ChannelStore(runtime.engine)
+    limit = channel_limit(settings.channel_limit)
+    if limit is not None:
+        transport.pacing = ChannelPacing(channels, limit, max_wait_s=settings.channel_wait_max)
     worker = DeliveryWorker(DeliveryQueue(runtime.engine), transport, reveal, worker_config(settings),
-                            presence=presence, monitor=runtime.loops)
+                            presence=presence, monitor=runtime.loops, channels=channels)
     progress = ProgressWorker(ProgressQueue(runtime.engine), transport, reveal, owner=worker.owner,
                               interaction_margin_s=settings.interaction_margin, lease_s=settings.lease_seconds,
                               monitor=runtime.loops,

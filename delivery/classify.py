@@ -10,6 +10,14 @@ TRANSIENT_STATUS = frozenset({500, 502, 503, 504, 524})
 TOO_LARGE_CODES = frozenset({40005, 50045})
 GONE_CODES = frozenset({10015, 10003})
 PAYLOAD_BUG_CODES = frozenset({50035, 50006, 50109})
+#: Forum and media channels: Discord's refusals, in words a producer can act on (the route is theirs).
+FORUM_REASONS = {
+    220001: "this webhook is in a forum channel: give a thread_name or thread_id",
+    220002: "a forum post takes a thread_name or a thread_id, not both",
+    220003: "thread_name only works in forum or media channels, and this webhook's channel is neither: "
+            "drop thread_name (or use a webhook of a forum channel)",
+    220004: "this webhook cannot post in forum channels",
+}
 
 
 def first_error_path(errors: Any, prefix: str = "") -> str | None:
@@ -38,6 +46,8 @@ def classify(status: int, body: Any, *, kind: str) -> DeliveryError:
         return Expired("interaction token expired", status=status, code=code)
     if status == 404 or code in GONE_CODES:
         return DestinationGone(message, status=status, code=code)
+    if code in FORUM_REASONS:
+        return Permanent(f"{FORUM_REASONS[code]} (Discord {code}: {message})", status=status, code=code)
     if code in PAYLOAD_BUG_CODES:
         path = first_error_path(body.get("errors"))
         text = f"{message} at {path}" if path else message

@@ -6,6 +6,7 @@ Exception tree (httpx errors and Discord answers are translated in ``delivery.tr
      ├── Transient(status, code, message)        5xx/524, timeouts, resets: tenacity, then the durable schedule
      │    └── ShuttingDown                       the relay is stopping: no new attempt; resume after the restart
      ├── CloudflareBanned(retry_after)           429 without JSON or Via: stop every send for a long while
+     ├── ChannelBusy(channel_id, until)          the channel's pacer (or a shared 429) says: not before until
      ├── TooLarge(status, code, message)         413/40005/50045: re-render smaller, never resend as-is
      └── Permanent(status, code, message, field) tried once, the route moves on
           ├── Expired                            401/50027 on an interaction token
@@ -46,6 +47,20 @@ class CloudflareBanned(DeliveryError):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"Cloudflare ban (429 without JSON/Via); pausing {retry_after:.0f} s", status=429)
         self.retry_after = retry_after
+
+
+class ChannelBusy(DeliveryError):
+    """Discord's per-channel webhook cap leaves no slot soon: wait for the whole channel, spend no retry.
+
+    ``until`` is epoch seconds; ``channel_id`` is ``None`` when a ``shared`` 429 came before the
+    relay knew the webhook's channel.
+    """
+
+    def __init__(self, channel_id: str | None, until: float) -> None:
+        super().__init__(f"channel {channel_id or '(not yet known)'} is at Discord's per-channel limit; "
+                         f"waiting for the channel", status=None)
+        self.channel_id = channel_id
+        self.until = until
 
 
 class TooLarge(DeliveryError):

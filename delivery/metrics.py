@@ -27,3 +27,9 @@ LOOP_ERRORS = Counter("relay_loop_errors_total", "Errors a long-running loop sur
                       ["loop"])
 DELIVERY_CRASHES = Counter("relay_delivery_crashes_total",
                            "Unexpected exceptions while delivering one result (contained to that delivery)")
+CHANNEL_PACED = Counter("relay_channel_paced_total",
+                        "Webhook posts that waited for their channel's pacer (waited) or were rescheduled to a "
+                        "later slot (rescheduled)", ["outcome"])
+CHANNELS_LEARNED = Counter("relay_channels_learned_total",
+                           "Webhook channels learned from Discord's answers, by source (message, lookup, "
+                           "lookup_failed)", ["source"])

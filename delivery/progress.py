@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import exists, or_, select, update
 
-from delivery.errors import CloudflareBanned, DeliveryError, Permanent, Transient
+from delivery.errors import ChannelBusy, CloudflareBanned, DeliveryError, Permanent, Transient
 from delivery.queue import EngineStore, utcnow
 from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport
@@ -50,6 +50,7 @@ class ProgressWork:
     version: int
     message_id: str | None
     done: bool
+    thread_id: str | None = None  # the forum post its message lives in (created by it or by the result)
 
 
 def describe_destination(kind: str | None) -> str:
@@ -116,15 +117,23 @@ class ProgressQueue(EngineStore):
                 row.lease_owner, row.lease_expires_at = owner, now + timedelta(seconds=lease_s)
             return [ProgressWork(id=r.id or 0, workflow_id=r.workflow_id, destination_key=r.destination_key,
                                  kind=r.kind, target=dict(r.target_json), state=dict(r.state_json), version=r.version,
-                                 message_id=r.message_id, done=r.done) for r in rows]
+                                 message_id=r.message_id, done=r.done, thread_id=_forum_thread(session, r))
+                    for r in rows]
 
-    def sent(self, row_id: int, *, version: int, message_id: str | None, failed: str | None = None) -> None:
-        """Discord shows ``version`` now (or gave up with ``failed``); release the lease."""
+    def sent(self, row_id: int, *, version: int, message_id: str | None, failed: str | None = None,
+             thread_id: str | None = None) -> None:
+        """Discord shows ``version`` now (or gave up with ``failed``); release the lease.
+
+        ``thread_id``: the forum post the message just created; its edits (and the result) go there.
+        """
         values: dict[str, Any] = {"sent_version": version, "lease_owner": None, "lease_expires_at": None,
                                   "next_attempt_at": None, "failed_reason": failed}
         if message_id is not None:
             values["message_id"] = message_id
         with self._session(write=True) as session:
+            if thread_id is not None:
+                state = session.scalar(select(ProgressMessage.state_json).where(ProgressMessage.id == row_id))
+                values["state_json"] = {**(state or {}), "thread_id": thread_id}
             session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id).values(**values))
 
     def retry_later(self, row_id: int, at: datetime) -> None:
@@ -162,6 +171,18 @@ class ProgressQueue(EngineStore):
         with self._session(write=True) as session:
             session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id)
                             .values(state_json={**state, "handoff_sent": True}))
+
+
+def _forum_thread(session: Any, row: ProgressMessage) -> str | None:
+    """The forum post of a progress row: the one its message opened, or the one its result's delivery did."""
+    if row.state_json.get("thread_id"):
+        return str(row.state_json["thread_id"])
+    if not row.target_json.get("thread_name"):
+        return None
+    thread = session.scalar(select(Delivery.thread_id).join(Result, Result.id == Delivery.result_id).where(
+        Result.workflow_id == row.workflow_id, Delivery.destination_key == row.destination_key,
+        Delivery.thread_id.is_not(None)).limit(1))
+    return str(thread) if thread else None
 
 
 class ProgressWorker:
@@ -204,8 +225,9 @@ class ProgressWorker:
     def _path(self, row: ProgressWork) -> tuple[str, dict[str, str]]:
         ident = row.target["webhook_id"] if row.kind == "webhook" else row.target["application_id"]
         params = {"wait": "true"}
-        if row.target.get("thread_id"):
-            params["thread_id"] = row.target["thread_id"]
+        thread = row.target.get("thread_id") or row.thread_id
+        if thread:
+            params["thread_id"] = str(thread)
         return f"/webhooks/{ident}/{self._reveal(row.target['token'])}", params
 
     def _token_alive(self, row: ProgressWork) -> bool:
@@ -229,17 +251,28 @@ class ProgressWorker:
         payload = progress_payload(row.state, done=row.done, workflow_id=row.workflow_id)
         path, params = self._path(row)
         try:
+            created_thread = None
             if row.message_id is None:
+                opens_post = row.kind == "webhook" and row.target.get("thread_name") and "thread_id" not in params
+                if opens_post:  # a forum channel: the progress message opens the result's post
+                    payload = {**payload, "thread_name": row.target["thread_name"]}
+                    if row.target.get("applied_tags"):
+                        payload["applied_tags"] = list(row.target["applied_tags"])
                 response = await self._transport.request("POST", path, route_key=row.destination_key,
                                                          kind=row.kind, payload=payload, params=params)
                 message_id: str | None = str(response.json()["id"])
+                created_thread = str(response.json().get("channel_id") or "") if opens_post else None
             else:
                 edit_params = {k: v for k, v in params.items() if k == "thread_id"}
                 await self._transport.request("PATCH", f"{path}/messages/{row.message_id}",
                                               route_key=f"{row.destination_key}:edit", kind=row.kind,
                                               payload=payload, params=edit_params)
                 message_id = None
-            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=message_id)
+            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=message_id,
+                                    thread_id=created_thread or None)
+        except ChannelBusy as exc:  # the channel's cap: results first, progress after the wait
+            until = datetime.fromtimestamp(exc.until, tz=utcnow().tzinfo)
+            await asyncio.to_thread(self._queue.retry_later, row.id, max(until, utcnow() + PROGRESS_RETRY))
         except (Transient, CloudflareBanned):
             await asyncio.to_thread(self._queue.retry_later, row.id, utcnow() + PROGRESS_RETRY)
         except Permanent as exc:

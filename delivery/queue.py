@@ -54,6 +54,8 @@ class ClaimedDestination:
     bucket: BucketState
     dm_channel_id: str | None
     previous_owner: str | None = None  # a dead worker's lease this claim took over, if any
+    channel_id: str | None = None  # the webhook's Discord channel, once learned (see delivery.channels)
+    guild_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Work:
     notice_sent: bool = False
     plans: tuple[StoredPlan, ...] = ()  # empty until rendered
     defect: str | None = None  # why its stored data cannot be read: delivering it is a crash
+    thread_id: str | None = None  # the forum post this delivery's first message created
+    silent: bool = False  # every message with SUPPRESS_NOTIFICATIONS (the result's or the destination's wish)
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,8 @@ class DeliveryQueue(EngineStore):
                     key=row.key, kind=row.kind, disabled=row.disabled, disabled_reason=row.disabled_reason,
                     bucket=BucketState(bucket=row.bucket, remaining=row.remaining,
                                        reset_at=_aware(row.reset_at).timestamp() if row.reset_at else 0.0),
-                    dm_channel_id=row.dm_channel_id, previous_owner=previous))
+                    dm_channel_id=row.dm_channel_id, previous_owner=previous,
+                    channel_id=row.channel_id, guild_id=row.guild_id))
             return claimed
 
     def leased_owners(self, *, exclude: str) -> list[str]:
@@ -243,6 +248,13 @@ class DeliveryQueue(EngineStore):
         """Discord holds this message: commit its id before the next message is sent."""
         with self._session(write=True) as session:
             _record_sent(session, delivery_id, plan_id, message_id, utcnow())
+
+    def set_thread(self, delivery_id: int, thread_id: str) -> None:
+        """The forum post this delivery's first message created: later messages and retries go there."""
+        with self._session(write=True) as session:
+            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(thread_id=thread_id))
+            session.add(DeliveryEvent(delivery_id=delivery_id, at=utcnow(), outcome="thread_created",
+                                      message=f"forum post {thread_id}"))
 
     def set_render_scale(self, delivery_id: int, scale: int, note: str) -> None:
         """Remember that this delivery renders smaller (after a 413)."""
@@ -391,7 +403,8 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
                 first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
                 result=result, stale=stale, next_kind=following,
                 notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d),
-                plans=tuple(plans), defect=defect)
+                plans=tuple(plans), defect=defect, thread_id=d.thread_id or _progress_thread(session, r, d),
+                silent=bool(r.silent or d.target_json.get("silent")))
 
 
 def render_input(r: Result, atts: Sequence[Any]) -> RenderInput:
@@ -476,6 +489,16 @@ def _progress_handoff_sent(session: Session, result: Result, delivery: Delivery)
     state = session.scalar(select(ProgressMessage.state_json).where(
         ProgressMessage.workflow_id == result.workflow_id, ProgressMessage.destination_key == delivery.destination_key))
     return bool(state and state.get("handoff_sent"))
+
+
+def _progress_thread(session: Session, result: Result, delivery: Delivery) -> str | None:
+    """The forum post this workflow's progress message opened on the same destination, if any."""
+    if delivery.kind != "webhook" or not result.workflow_id or not delivery.target_json.get("thread_name"):
+        return None
+    state = session.scalar(select(ProgressMessage.state_json).where(
+        ProgressMessage.workflow_id == result.workflow_id, ProgressMessage.destination_key == delivery.destination_key))
+    thread = state.get("thread_id") if state else None
+    return str(thread) if thread else None
 
 
 def _progress_done(session: Session, workflow_id: str | None, now: datetime) -> None:

@@ -7,6 +7,12 @@ the worker reschedules it durably (the second layer). A JSON 429 waits ``retry_a
 the same request again without spending a retry; a 429 without JSON or without ``Via`` is a
 Cloudflare ban and stops every send of this process.
 
+Channels: a webhook post into a known channel first takes a slot of that channel's pacer
+(``pacing``), after the webhook's own bucket, so nothing waits between the slot and the send. A
+``shared``-scope 429 (Discord's per-channel cap) blocks the whole channel for ``retry_after``: a
+short one is waited out, a long one raises ``ChannelBusy``; neither spends a retry, and the
+webhook's own bucket is left as its headers say.
+
 Shutdown: ``close_gates()`` lets every request that is on the wire run to its answer (bounded by
 the client's timeouts) but starts no new attempt and cuts every wait short with ``ShuttingDown``:
 a message Discord may already hold is never abandoned mid-flight and sent again after a restart.
@@ -21,15 +27,18 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from delivery import metrics
 from delivery.classify import TRANSIENT_STATUS, classify
-from delivery.errors import CloudflareBanned, ShuttingDown, Transient
+from delivery.errors import ChannelBusy, CloudflareBanned, ShuttingDown, Transient
 from delivery.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from delivery.webhook_send import ChannelPacing
 
 log = logging.getLogger("relay.transport")
 
@@ -78,6 +87,7 @@ class DiscordTransport:
         self._retry_wait_max = retry_wait_max
         self.banned_until = 0.0
         self._closing = asyncio.Event()
+        self.pacing: ChannelPacing | None = None  # set by the composition root when channels are paced
 
     def close_gates(self) -> None:
         """Shutdown: no new attempt starts, waits end with ``ShuttingDown``; sends on the wire finish."""
@@ -104,15 +114,23 @@ class DiscordTransport:
     async def request(
         self, method: str, path: str, *, route_key: str, kind: str, bot: bool = False,
         payload: Mapping[str, Any] | None = None, files: Sequence[OutgoingFile] = (),
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None, channel: str | None = None,
     ) -> httpx.Response:
-        """One logical request; returns the 2xx response or raises a ``DeliveryError``."""
+        """One logical request; returns the 2xx response or raises a ``DeliveryError``.
+
+        ``channel``: the Discord channel a webhook post lands in, when known: paced under its cap.
+        """
         headers = {"Authorization": f"Bot {self._bot_token}"} if bot and self._bot_token else {}
-        for _ in range(MAX_CONSECUTIVE_429):
+        limited = 0
+        while limited < MAX_CONSECUTIVE_429:
             self._check_gate()
             if self.banned_for() > 0:
                 raise CloudflareBanned(self.banned_for())
             await self._acquire(route_key, bot=bot)
+            if channel is not None and self.pacing is not None:
+                wait = await self.pacing.turn(channel)
+                if wait > 0:
+                    await self._sleep(wait)
             response = await self._send(method, path, headers, payload, files, params, kind)
             self.limiter.update(route_key, response.headers)
             body = _json_or_none(response)
@@ -134,8 +152,20 @@ class DiscordTransport:
             scope = response.headers.get("x-ratelimit-scope", "global" if is_global else "user")
             metrics.RATE_LIMITED.labels(scope=scope).inc()
             log.info("rate limited on %s (scope %s): waiting %.3f s", kind, scope, retry_after)
+            if scope == "shared" and not is_global:
+                await self._channel_limited(channel, retry_after)
+                continue  # a wait for the channel, not a try spent
+            limited += 1
             self.limiter.pause(route_key, retry_after, is_global=is_global)
         raise Transient(f"still rate limited after {MAX_CONSECUTIVE_429} tries", status=429)
+
+    async def _channel_limited(self, channel: str | None, retry_after: float) -> None:
+        """A ``shared`` 429: the whole channel waits. Short waits here, long ones by rescheduling."""
+        if channel is not None and self.pacing is not None:
+            await self.pacing.blocked(channel, retry_after)
+        if channel is None or self.pacing is None or retry_after > self.pacing.max_wait_s:
+            raise ChannelBusy(channel, time.time() + retry_after)
+        await self._sleep(retry_after)
 
     async def _send(self, method: str, path: str, headers: dict[str, str], payload: Mapping[str, Any] | None,
                     files: Sequence[OutgoingFile], params: Mapping[str, str] | None, kind: str) -> httpx.Response:

@@ -21,12 +21,14 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from delivery import metrics
+from delivery.channels import ChannelStore
 from delivery.classify import PAYLOAD_BUG_CODES
 from delivery.errors import (
+    ChannelBusy,
     CloudflareBanned,
     DeliveryError,
     DestinationGone,
@@ -38,9 +40,10 @@ from delivery.errors import (
 )
 from delivery.progress import LAST_SAFE_SEND, handoff_text
 from delivery.queue import AttachmentMissing, ClaimedDestination, DeliveryQueue, Finished, StoredPlan, Work, utcnow
-from delivery.render import Limits, MessagePlan, RenderInput, render, smaller
+from delivery.render import SUPPRESS_NOTIFICATIONS, Limits, MessagePlan, RenderInput, render, smaller
 from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport, OutgoingFile
+from delivery.webhook_send import ChannelState, WebhookSender
 from store.errors import StoreUnavailable
 from store.presence import Presence, new_owner_id
 
@@ -79,12 +82,14 @@ class DeliveryWorker:
     ``presence`` (optional) publishes this worker as alive and tells which other lease owners
     died, so their destinations are taken over at once instead of when their leases expire.
     ``monitor`` is where the supervised loops report their liveness (``/healthz``).
+    ``channels`` (optional) is where webhook channels are learned and paced (``delivery.channels``).
     """
 
     def __init__(self, queue: DeliveryQueue, transport: DiscordTransport, reveal: Callable[[str], str],
                  config: WorkerConfig, *, owner: str | None = None, presence: Presence | None = None,
-                 monitor: LoopMonitor | None = None) -> None:
+                 monitor: LoopMonitor | None = None, channels: ChannelStore | None = None) -> None:
         self._queue, self._transport, self._reveal, self._config = queue, transport, reveal, config
+        self._webhooks = WebhookSender(transport, channels, reveal, run=self._store)
         self._presence = presence
         self.owner = presence.owner if presence is not None else (owner or new_owner_id(presence=False))
         self.monitor = monitor or LoopMonitor()
@@ -251,7 +256,8 @@ class DeliveryWorker:
         delivery rests the destination for ``DESTINATION_CRASH_PAUSE_S``. Neither ends the loop.
         """
         self._transport.limiter.load(dest.key, dest.bucket)
-        state: dict[str, Any] = {"dm_channel_id": dest.dm_channel_id, "blocked_until": None}
+        state: dict[str, Any] = {"dm_channel_id": dest.dm_channel_id, "blocked_until": None,
+                                 "channel": ChannelState(dest.channel_id, dest.guild_id)}
         try:
             await self._serve_due(dest, state)
         except StoreUnavailable as exc:
@@ -359,6 +365,15 @@ class DeliveryWorker:
                           extra={"delivery_id": delivery_id, "field": exc.field})
             await self._fail(work, exc, "failed")
             return True
+        except ChannelBusy as exc:
+            # Discord's per-channel cap: the whole channel waits; no retry is spent and the
+            # destination is held, so its later results keep their order.
+            at = datetime.fromtimestamp(exc.until, UTC)
+            await self._store(self._queue.reschedule, delivery_id, at=at, status=None, code=None,
+                              message=exc.message, outcome="channel_paced", count_attempt=False,
+                              hold_destination=True)
+            state["blocked_until"] = at
+            return False
         except CloudflareBanned as exc:
             at = utcnow() + timedelta(seconds=exc.retry_after)
             await self._store(self._queue.reschedule, delivery_id, at=at, status=429, code=None,
@@ -492,6 +507,8 @@ class DeliveryWorker:
             for f in stored.plan.files
         ]
         payload = dict(stored.plan.payload)
+        if work.silent:
+            payload["flags"] = int(payload.get("flags") or 0) | SUPPRESS_NOTIFICATIONS
         target = work.target
         if work.kind == "dm":
             channel = state["dm_channel_id"] or await self._open_dm(dest.key, target["user_id"])
@@ -499,15 +516,18 @@ class DeliveryWorker:
             payload.update(nonce=stored.nonce, enforce_nonce=True)
             response = await self._transport.request("POST", f"/channels/{channel}/messages", route_key=dest.key,
                                                      kind="dm", bot=True, payload=payload, files=files)
-        else:
-            ident = target["webhook_id"] if work.kind == "webhook" else target["application_id"]
-            params = {"wait": "true"}
-            if target.get("thread_id"):
-                params["thread_id"] = target["thread_id"]
-            path = f"/webhooks/{ident}/{self._reveal(target['token'])}"
-            response = await self._transport.request("POST", path, route_key=dest.key, kind=work.kind,
-                                                     payload=payload, files=files, params=params)
-        return str(response.json()["id"])
+            return str(response.json()["id"])
+        thread_id = state.get("threads", {}).get(work.delivery_id, work.thread_id)
+        message = await self._webhooks.send(kind=work.kind, route_key=dest.key, target=target, payload=payload,
+                                            files=files, thread_id=thread_id, channel=state["channel"])
+        if work.kind == "webhook" and target.get("thread_name") and not (target.get("thread_id") or thread_id):
+            # The first message created the forum post: every later message of this result goes there,
+            # also after a crash right after this line, so it is stored before the next send.
+            created = str(message.get("channel_id") or "")
+            if created.isdigit():
+                await _persist(self._store, self._queue.set_thread, work.delivery_id, created)
+                state.setdefault("threads", {})[work.delivery_id] = created
+        return str(message["id"])
 
     async def _handoff_notice(self, work: Work, dest: ClaimedDestination) -> None:
         """Spend an expiring interaction token on telling the user where the result will arrive."""

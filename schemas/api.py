@@ -65,12 +65,42 @@ def _integral(value: Any) -> Any:
 Color = Annotated[int, Field(strict=True, ge=0, le=0xFFFFFF), BeforeValidator(_integral)]
 
 
+#: Discord's limit on ``applied_tags`` of a forum post.
+MAX_APPLIED_TAGS = 5
+
+
 class WebhookDestination(_Strict):
-    """A channel webhook: the primary path, it never expires."""
+    """A channel webhook: the primary path, it never expires.
+
+    In a forum or media channel every message needs a thread: ``thread_id`` posts into an existing
+    one, ``thread_name`` makes the result's first message a new post (tagged with ``applied_tags``)
+    and every later message of that result goes into it.
+    """
 
     type: Literal["webhook"]
     url: str = Field(max_length=512)
     thread_id: Snowflake | None = None
+    thread_name: str | None = Field(default=None, min_length=1, max_length=100,
+                                    description="forum/media channels: the post this result opens")
+    applied_tags: list[Snowflake] | None = Field(default=None, max_length=MAX_APPLIED_TAGS,
+                                                 description="forum tag ids of the new post (at most 5)")
+    silent: bool | None = Field(default=None, strict=True,
+                                description="send without notifications (SUPPRESS_NOTIFICATIONS)")
+
+    @field_validator("thread_name")
+    @classmethod
+    def _visible_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank: Discord needs a visible name for the forum post")
+        return value
+
+    @model_validator(mode="after")
+    def _one_thread(self) -> WebhookDestination:
+        if self.thread_name is not None and self.thread_id is not None:
+            raise ValueError("give thread_name (a new forum post) or thread_id (an existing thread), not both")
+        if self.applied_tags and self.thread_name is None:
+            raise ValueError("applied_tags tag a new forum post: they need thread_name")
+        return self
 
 
 class InteractionDestination(_Strict):
@@ -82,6 +112,8 @@ class InteractionDestination(_Strict):
     created_at: IsoDatetime
     user_id: Snowflake | None = Field(default=None, description="the Discord user who ran the command: "
                                       "they may fetch the result later with /results")
+    silent: bool | None = Field(default=None, strict=True,
+                                description="send without notifications (SUPPRESS_NOTIFICATIONS)")
 
     @field_validator("created_at")
     @classmethod
@@ -96,6 +128,8 @@ class DMDestination(_Strict):
 
     type: Literal["dm"]
     user_id: Snowflake
+    silent: bool | None = Field(default=None, strict=True,
+                                description="send without notifications (SUPPRESS_NOTIFICATIONS)")
 
 
 DestinationIn = Annotated[WebhookDestination | InteractionDestination | DMDestination, Field(discriminator="type")]
@@ -164,6 +198,8 @@ class ResultIn(_Strict):
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
     route: list[DestinationIn] = Field(min_length=1, max_length=20)
     mode: Mode = "first_success"
+    silent: bool = Field(default=False, strict=True,
+                         description="every message without notifications (Discord's SUPPRESS_NOTIFICATIONS)")
     metadata: BoundedJson = Field(default_factory=dict)
     discord_user_ids: list[Snowflake] = Field(default_factory=list, max_length=MAX_VIEWERS,
                                               description="more Discord users who may fetch it with /results")
@@ -280,6 +316,7 @@ class ResultContent(BaseModel):
     level: str | None
     metadata: dict[str, Any]
     attachments: list[AttachmentOut]
+    silent: bool = False
 
 
 def clean_filename(name: str) -> str:

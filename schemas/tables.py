@@ -8,11 +8,16 @@ Tables and why they exist (see DESIGN.md, "Data model"):
 - ``ResultViewer`` the Discord users a result belongs to: who may fetch it with ``/results``.
 - ``Attachment``   the producer's files, bytes stored in the database so one backup holds everything.
 - ``Destination``  one webhook / DM user / interaction: rate-limit state and the disabled flag live
-                   here so every worker and replica sees the same bucket.
+                   here so every worker and replica sees the same bucket; a webhook's Discord
+                   channel and guild, once learned, too.
+- ``ChannelPacer`` Discord's hidden per-channel limit on webhook posts, shared by every webhook
+                   (and every tenant's destination) of one channel: the send slots reserved in it.
 - ``Delivery``     one per (result, destination, route generation): attempts, lease, last error.
 - ``PlannedMessage`` the rendered messages of a delivery, each marked sent with its Discord id,
                    so a retry resumes at the first unsent message.
 - ``DeliveryEvent``  the timeline of every attempt, shown by the admin page.
+- ``AlertEvent``   something operators must hear about (a result undelivered, a destination
+                   disabled, a Cloudflare ban), waiting to go out in the next alert digest.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class Result(SQLModel, table=True):
     color: int | None = None
     level: str | None = Field(default=None, max_length=16)
     metadata_json: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    silent: bool = False  # sent with SUPPRESS_NOTIFICATIONS: nobody's phone buzzes
     mode: str = Field(default="first_success", max_length=16)
     status: str = Field(default="pending", max_length=16)
     generation: int = 1
@@ -126,8 +132,27 @@ class Destination(SQLModel, table=True):
     reset_at: datetime | None = None
     blocked_until: datetime | None = None
     dm_channel_id: str | None = Field(default=None, max_length=40)
+    # A webhook's channel and guild as Discord reported them (message objects, GET /webhooks/{id}/{token}):
+    # every destination of one channel shares that channel's pacer (see ``ChannelPacer``).
+    channel_id: str | None = Field(default=None, max_length=40)
+    guild_id: str | None = Field(default=None, max_length=40)
     lease_owner: str | None = Field(default=None, max_length=80)
     lease_expires_at: datetime | None = None
+    updated_at: datetime
+
+
+class ChannelPacer(SQLModel, table=True):
+    """Send slots reserved in one Discord channel, so every worker and replica paces under one limit.
+
+    ``slots_json`` holds the epoch seconds of the latest reserved sends (at most the limit's count);
+    ``blocked_until`` is set by a ``shared``-scope 429: nothing goes into the channel before it.
+    """
+
+    __tablename__ = "channel_pacers"
+
+    channel_id: str = Field(primary_key=True, max_length=40)
+    slots_json: list[float] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    blocked_until: datetime | None = None
     updated_at: datetime
 
 
@@ -158,6 +183,8 @@ class Delivery(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=80)
     lease_expires_at: datetime | None = None
     render_scale: int = 0
+    # The forum post (thread) the first message of this delivery created: every later message goes there.
+    thread_id: str | None = Field(default=None, max_length=40)
     notice_sent_at: datetime | None = None  # hand-off notice on an interaction about to expire
     created_at: datetime
     updated_at: datetime
@@ -269,3 +296,18 @@ class Transcription(SQLModel, table=True):
     lease_expires_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class AlertEvent(SQLModel, table=True):
+    """One thing to tell the operators, kept until a digest carried it (or it could not be sent)."""
+
+    __tablename__ = "alert_events"
+    __table_args__ = (Index("ix_alert_events_pending", "sent_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime
+    kind: str = Field(max_length=32)  # undelivered | disabled | ban_started | ban_ended
+    group_key: str = Field(max_length=300)  # events with the same key are one line of the digest
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    detail_json: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    sent_at: datetime | None = None

@@ -186,6 +186,7 @@ class MessagePreview:
     content: Markup | None
     embeds: list[EmbedPreview]
     files: list[tuple[str, str]]
+    silent: bool = False  # sent with SUPPRESS_NOTIFICATIONS: nobody is notified
 
 
 def _shown(text: str) -> str:
@@ -210,7 +211,7 @@ def _embed(embed: dict[str, Any]) -> EmbedPreview:
 
 def preview(content: ResultContentView, settings: Settings) -> tuple[list[MessagePreview], str | None]:
     """The result as the delivery engine would send it, or ``([], why)`` when rendering failed."""
-    from delivery.render import AttachmentRef, Field, Limits, RenderInput, render
+    from delivery.render import SUPPRESS_NOTIFICATIONS, AttachmentRef, Field, Limits, RenderInput, render
 
     level = content.level if content.level in ("info", "success", "warning", "error") else None
     source = RenderInput(
@@ -233,6 +234,7 @@ def preview(content: ResultContentView, settings: Settings) -> tuple[list[Messag
             embeds=[_embed(e) for e in plan.payload.get("embeds", ())],
             files=[(part.filename, human_size(part.length if part.data is None else len(part.data)))
                    for part in plan.files],
+            silent=content.silent or bool(int(plan.payload.get("flags") or 0) & SUPPRESS_NOTIFICATIONS),
         )
         for plan in plans
     ], None

@@ -8,7 +8,6 @@ does not exist gets.
 from __future__ import annotations
 
 import base64
-import contextlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import select, text, update
 
 from app.db import alembic_config
 from app.store import KeyStore, Producer
@@ -24,7 +23,7 @@ from app.transcription_jobs import NewTranscription
 from app.transcriptions import TranscriptionStore
 from schemas.tables import Destination, ProgressMessage, Result
 from tests.conftest import WEBHOOK_URL, Relay, result_payload
-from tests.support.db import fresh_pg_database, pg_url
+from tests.support.db import database_at
 
 UNKNOWN_RESULT = "res_00000000000000000000000000"
 ATTACHMENT = {"filename": "a.txt", "content_type": "text/plain", "content_base64": base64.b64encode(b"hi").decode()}
@@ -147,14 +146,7 @@ def test_configured_key_ids_do_not_depend_on_their_order() -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_migration_puts_existing_rows_into_the_default_tenant(backend: str, tmp_path: Any) -> None:
-    with contextlib.ExitStack() as stack:
-        if backend == "sqlite":
-            url = f"sqlite:///{tmp_path}/old.db"
-        else:
-            url = pg_url(stack.enter_context(fresh_pg_database("relay_tenants")))
-        engine = create_engine(url)
-        stack.callback(engine.dispose)
-        command.upgrade(alembic_config(engine), "0002")
+    with database_at("0002", backend=backend, tmp_path=tmp_path, prefix="relay_tenants") as engine:
         now = datetime.now(UTC)
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO api_keys (id, name, key_hash, created_at) VALUES ('key_old', '', 'h', :n)"),

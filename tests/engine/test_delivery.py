@@ -69,8 +69,10 @@ def test_all_three_destination_types_deliver_the_content_losslessly(delivering_r
 
 
 def test_fifty_results_to_one_webhook_without_429s(delivering_relay, discord) -> None:  # type: ignore[no-untyped-def]
-    discord.set_rate_limits(RateLimits(webhook=Limit(5, 0.5), webhook_message=Limit(5, 0.5)))
-    relay: Relay = delivering_relay()
+    # The channel's cap too, on a short window so the test stays quick; the relay is told the same.
+    discord.set_rate_limits(RateLimits(webhook=Limit(5, 0.5), webhook_message=Limit(5, 0.5),
+                                       webhook_channel=Limit(30, 4.0)))
+    relay: Relay = delivering_relay(channel_limit="30/4")
     wid, _, url = discord.add_webhook()
     ids = [relay.post_result(result_payload(title=f"result {i}", body=None, route=[{"type": "webhook", "url": url}]))
            .json()["id"] for i in range(50)]

@@ -46,9 +46,12 @@ class DiscordError(Exception):
 
 
 class _RateLimited(Exception):
-    def __init__(self, decision: RateLimitDecision) -> None:
+    """A refused request; ``route_headers`` are the route's own bucket headers for a ``shared`` refusal."""
+
+    def __init__(self, decision: RateLimitDecision, route_headers: dict[str, str] | None = None) -> None:
         super().__init__("rate limited")
         self.decision = decision
+        self.route_headers = route_headers
 
 
 def _snowflake_error(name: str, value: str) -> DiscordError:
@@ -187,7 +190,13 @@ def _route(path: str, handler: Handler, emulator: DiscordEmulator, methods: list
                 "retry_after": decision.retry_after,
                 "global": decision.is_global,
             }
-            if decision.is_global:
+            if limited.route_headers is not None:
+                # A shared cap (a channel's, across its webhooks): the route's own bucket still shows
+                # requests left; only the scope and the long Retry-After tell the client what happened.
+                headers.update(limited.route_headers)
+                headers["Retry-After"] = decision.limited_headers()["Retry-After"]
+                headers["X-RateLimit-Scope"] = decision.scope
+            elif decision.is_global:
                 headers.update(
                     {
                         "Retry-After": decision.limited_headers()["Retry-After"],
@@ -211,7 +220,7 @@ def _limit(
 ) -> None:
     decision = emulator._limiter.hit(route, major, limit, scope=scope)
     if not decision.allowed:
-        raise _RateLimited(decision)
+        raise _RateLimited(decision, dict(headers) if scope == "shared" else None)
     if scope != "shared":  # a shared cap is not the route's own bucket; keep the route's headers
         headers.update(decision.headers())
 
@@ -252,7 +261,7 @@ def _resolve_execute(emulator: DiscordEmulator, webhook_id: str, token: str) -> 
                 raise DiscordError(401, 50027, "Invalid Webhook Token")
             if not (emulator.auto_create_webhooks and token and webhook_id not in state.removed_webhooks):
                 raise DiscordError(404, 10015, "Unknown Webhook")
-            hook = Webhook(id=webhook_id, token=token, channel_id=state.snowflake())
+            hook = Webhook(id=webhook_id, token=token, channel_id=state.snowflake(), guild_id=emulator.guild_id)
             state.webhooks[webhook_id] = hook
         if not hmac.compare_digest(hook.token.encode(), token.encode()):
             raise DiscordError(401, 50027, "Invalid Webhook Token")

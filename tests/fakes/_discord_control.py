@@ -99,7 +99,11 @@ def control_routes(emulator: DiscordEmulator) -> list[Route]:
     async def add_webhook(request: Request) -> Response:
         body = await _json(request)
         webhook_id, token, url = emulator.add_webhook(
-            webhook_id=body.get("webhook_id"), token=body.get("token"), channel_id=body.get("channel_id")
+            webhook_id=body.get("webhook_id"),
+            token=body.get("token"),
+            channel_id=body.get("channel_id"),
+            guild_id=body.get("guild_id"),
+            forum=bool(body.get("forum")),
         )
         channel_id = emulator.webhook(webhook_id).channel_id  # type: ignore[union-attr]
         return JSONResponse({"id": webhook_id, "token": token, "url": url, "channel_id": channel_id}, status_code=201)

@@ -25,6 +25,7 @@ __all__ = [
     "RecordedFile",
     "RecordedMessage",
     "RejectedRequest",
+    "Thread",
     "Webhook",
 ]
 
@@ -178,12 +179,28 @@ class Counters:
 
 @dataclass
 class Webhook:
-    """A registered webhook; ``refusal`` = (status, code, message) while refused."""
+    """A registered webhook; ``refusal`` = (status, code, message) while refused.
+
+    ``forum`` marks a webhook of a forum or media channel: every post must name a thread
+    (``thread_name`` creates a post, ``thread_id`` adds to one), as Discord requires.
+    """
 
     id: str
     token: str
     channel_id: str
+    guild_id: str | None = None
+    forum: bool = False
     refusal: tuple[int, int, str] | None = None
+
+
+@dataclass(frozen=True)
+class Thread:
+    """A thread (a forum post) a webhook message created; its id is the starter message's id."""
+
+    id: str
+    parent_id: str
+    name: str
+    applied_tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -215,6 +232,7 @@ class EmulatorState:
     removed_webhooks: set[str] = field(default_factory=set)
     interactions: dict[tuple[str, str], Interaction] = field(default_factory=dict)
     channels: dict[str, Channel] = field(default_factory=dict)
+    threads: dict[str, Thread] = field(default_factory=dict)
     dm_channels: dict[str, str] = field(default_factory=dict)
     closed_dms: set[str] = field(default_factory=set)
     commands: dict[tuple[str, str | None], list[dict[str, Any]]] = field(default_factory=dict)
@@ -251,6 +269,7 @@ class EmulatorState:
             self.removed_webhooks.clear()
             self.interactions.clear()
             self.channels.clear()
+            self.threads.clear()
             self.dm_channels.clear()
             self.closed_dms.clear()
             self.commands.clear()

@@ -22,7 +22,7 @@ from ._discord_api import (
     message_object,
 )
 from ._discord_interactions import LOADING
-from ._discord_state import Interaction, MessageEdit, RecordedMessage, Webhook
+from ._discord_state import Interaction, MessageEdit, RecordedMessage, Thread, Webhook
 from .discord_validation import MessageKind, validate_message
 
 if TYPE_CHECKING:
@@ -42,20 +42,24 @@ async def execute_webhook(request: Request, emulator: DiscordEmulator, headers: 
     if thread_id is not None and not thread_id.isdigit():
         raise _snowflake_error("thread_id", thread_id)
     if isinstance(target, Webhook) and limits.webhook_channel is not None:
-        _limit(
-            emulator, headers, "webhook channel", thread_id or target.channel_id, limits.webhook_channel, scope="shared"
-        )
+        # Discord's hidden cap on webhook posts per channel, shared by every webhook of the channel
+        # (threads of a forum count toward their forum). Its 429 keeps the webhook's own headers.
+        _limit(emulator, headers, "webhook channel", target.channel_id, limits.webhook_channel, scope="shared")
     body = await _parse_body(request, emulator)
     _note_payload(request, body.payload)
     kind: MessageKind = "interaction" if isinstance(target, Interaction) else "webhook"
     validate_message(body.payload, body.sizes(), kind=kind, limits=emulator.limits)
     state = emulator._state
+    thread_name = body.payload.get("thread_name") if isinstance(body.payload, dict) else None
+    message_id = state.snowflake()
+    if isinstance(target, Webhook):
+        thread_id = _thread_of(emulator, target, thread_id, thread_name, body.payload, message_id)
     # A follow-up posts into the channel its command was used in (the application id stands in
     # for tokens registered without one).
     home = target.channel_id if isinstance(target, Webhook) else (target.channel_id or target.application_id)
     channel_id = thread_id or home
     message = RecordedMessage(
-        id=state.snowflake(),
+        id=message_id,
         kind=kind,
         channel_id=channel_id,
         webhook_id=webhook_id,
@@ -73,6 +77,40 @@ async def execute_webhook(request: Request, emulator: DiscordEmulator, headers: 
     return Response(status_code=204, headers=headers)
 
 
+def _thread_of(
+    emulator: DiscordEmulator,
+    hook: Webhook,
+    thread_id: str | None,
+    thread_name: object,
+    payload: dict,
+    message_id: str,
+) -> str | None:
+    """The thread a webhook message lands in, creating a forum post for ``thread_name``; Discord's refusals."""
+    named = isinstance(thread_name, str) and thread_name != ""
+    if hook.forum:
+        if thread_id is None and not named:
+            raise DiscordError(400, 220001, "Webhooks posted to forum channels must have a thread_name or thread_id")
+        if thread_id is not None and named:
+            raise DiscordError(400, 220002, "Webhooks posted to forum channels cannot have both a thread_name and "
+                               "thread_id")
+    elif named:
+        raise DiscordError(400, 220003, "Webhooks can only create threads in forum channels")
+    state = emulator._state
+    with state.lock:
+        if thread_id is not None:
+            thread = state.threads.get(thread_id)
+            if hook.forum and (thread is None or thread.parent_id != hook.channel_id):
+                raise DiscordError(404, 10003, "Unknown Channel")
+            return thread_id
+        if not named:
+            return None
+        tags = tuple(str(t) for t in payload.get("applied_tags") or ())
+        # A forum post's id is its starter message's id, as on Discord.
+        state.threads[message_id] = Thread(id=message_id, parent_id=hook.channel_id, name=str(thread_name),
+                                           applied_tags=tags)
+    return message_id
+
+
 async def get_webhook(request: Request, emulator: DiscordEmulator, headers: dict[str, str]) -> Response:
     """GET /webhooks/{id}/{token}: the webhook object (how a client checks a URL is alive)."""
     webhook_id, token = request.path_params["webhook_id"], request.path_params["token"]
@@ -87,20 +125,26 @@ async def get_webhook(request: Request, emulator: DiscordEmulator, headers: dict
             "id": target.id,
             "type": 1,
             "channel_id": target.channel_id,
-            "guild_id": None,
+            "guild_id": target.guild_id,
             "name": "Captain Hook",
             "avatar": None,
             "application_id": None,
             "token": target.token,
+            "url": emulator.webhook_url(target.id, target.token),
         },
         headers=headers,
     )
 
 
-def _find_webhook_message(emulator: DiscordEmulator, webhook_id: str, message_id: str) -> RecordedMessage:
+def _find_webhook_message(
+    emulator: DiscordEmulator, webhook_id: str, message_id: str, thread_id: str | None
+) -> RecordedMessage:
     with emulator._state.lock:
         message = emulator._state.messages.get(message_id)
     if message is None or message.deleted or message.webhook_id != webhook_id:
+        raise DiscordError(404, 10008, "Unknown Message")
+    if message.thread_id is not None and message.thread_id != thread_id:
+        # Discord looks a message up in the channel the call names: one in a thread needs ?thread_id=.
         raise DiscordError(404, 10008, "Unknown Message")
     return message
 
@@ -121,7 +165,7 @@ async def webhook_message(request: Request, emulator: DiscordEmulator, headers: 
         if not isinstance(target, Interaction):
             raise DiscordError(404, 10008, "Unknown Message")  # a plain webhook has no original message
         message_id = emulator.interactions.original_message_id(webhook_id, token)
-    message = _find_webhook_message(emulator, webhook_id, message_id)
+    message = _find_webhook_message(emulator, webhook_id, message_id, request.query_params.get("thread_id"))
     state = emulator._state
     if request.method == "GET":
         return JSONResponse(message_object(message, emulator), headers=headers)

@@ -57,6 +57,7 @@ from ._discord_state import (
     RecordedFile,
     RecordedMessage,
     RejectedRequest,
+    Thread,
     Webhook,
 )
 from .discord_validation import DiscordLimits, DiscordValidationError, validate_message
@@ -76,6 +77,7 @@ __all__ = [
     "RecordedFile",
     "RecordedMessage",
     "RejectedRequest",
+    "Thread",
     "validate_message",
 ]
 
@@ -138,6 +140,8 @@ class DiscordEmulator:
         self._state = EmulatorState(clock=self.clock, bot_token=bot_token)
         # Discord's side of HTTP interactions: the application's key pair, signed requests out.
         self.interactions = InteractionSender(self)
+        #: The guild every webhook belongs to unless ``add_webhook`` names another.
+        self.guild_id = self._state.snowflake()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -242,17 +246,40 @@ class DiscordEmulator:
     # ------------------------------------------------------------------ registration
 
     def add_webhook(
-        self, webhook_id: str | int | None = None, token: str | None = None, channel_id: str | int | None = None
+        self,
+        webhook_id: str | int | None = None,
+        token: str | None = None,
+        channel_id: str | int | None = None,
+        *,
+        guild_id: str | int | None = None,
+        forum: bool = False,
     ) -> tuple[str, str, str]:
-        """Register (or re-register, after a removal) a webhook; returns ``(id, token, url)``."""
+        """Register (or re-register, after a removal) a webhook; returns ``(id, token, url)``.
+
+        Webhooks given the same ``channel_id`` share that channel's limit; ``forum`` makes the
+        channel a forum (or media) channel, where every post needs ``thread_name`` or ``thread_id``.
+        """
         state = self._state
         with state.lock:
             webhook_id = str(webhook_id) if webhook_id is not None else state.snowflake()
             token = token or secrets.token_urlsafe(48)
             channel = str(channel_id) if channel_id is not None else state.snowflake()
-            state.webhooks[webhook_id] = Webhook(id=webhook_id, token=token, channel_id=channel)
+            guild = str(guild_id) if guild_id is not None else self.guild_id
+            state.webhooks[webhook_id] = Webhook(id=webhook_id, token=token, channel_id=channel, guild_id=guild,
+                                                 forum=forum)
             state.removed_webhooks.discard(webhook_id)
         return webhook_id, token, self.webhook_url(webhook_id, token)
+
+    def thread(self, thread_id: str) -> Thread | None:
+        """A thread (forum post) a webhook message created, or ``None``."""
+        with self._state.lock:
+            return self._state.threads.get(str(thread_id))
+
+    def threads(self, channel_id: str | None = None) -> list[Thread]:
+        """Every thread created so far (of one parent channel), oldest first."""
+        with self._state.lock:
+            found = list(self._state.threads.values())
+        return [t for t in found if channel_id is None or t.parent_id == str(channel_id)]
 
     def webhook_url(self, webhook_id: str, token: str) -> str:
         """The execute URL of a webhook on this emulator."""
@@ -450,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bot-token", default=None)
     parser.add_argument("--max-file-bytes", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channel-limit", default="30/60",
+                        help="Discord's hidden per-channel webhook cap as COUNT/SECONDS, or 'off'")
     args = parser.parse_args(argv)
     emulator = DiscordEmulator(
         host=args.host,
@@ -458,8 +487,17 @@ def main(argv: list[str] | None = None) -> None:
         bot_token=args.bot_token,
         max_file_bytes=args.max_file_bytes,
         seed=args.seed,
+        rate_limits=RateLimits(webhook_channel=parse_limit(args.channel_limit)),
     )
     emulator.serve_forever()
+
+
+def parse_limit(text: str) -> Limit | None:
+    """``"30/60"`` → 30 requests per 60 s; ``"off"`` → ``None``."""
+    if text.strip().lower() == "off":
+        return None
+    count, _, seconds = text.partition("/")
+    return Limit(int(count), float(seconds))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import psycopg
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 PG_HOST = os.environ.get("RELAY_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("RELAY_TEST_PG_PORT", "5432"))
@@ -31,6 +32,22 @@ def fresh_pg_database(prefix: str = "relay_test") -> Iterator[str]:
     finally:
         with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def database_at(revision: str, *, backend: str, tmp_path: Any, prefix: str = "relay_migration") -> Iterator[Engine]:
+    """A throw-away database migrated up to ``revision`` (as an older relay left it), disposed after."""
+    from alembic import command
+
+    from app.db import alembic_config
+
+    with ExitStack() as stack:
+        url = (f"sqlite:///{tmp_path}/old.db" if backend == "sqlite"
+               else pg_url(stack.enter_context(fresh_pg_database(prefix))))
+        engine = create_engine(url)
+        stack.callback(engine.dispose)
+        command.upgrade(alembic_config(engine), revision)
+        yield engine
 
 
 def truncate_all(url: str) -> None:

@@ -1,7 +1,7 @@
 """discord pickup: the Discord users each result belongs to (who may fetch it with /results)
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-12-02
 
 Results stored before this revision get their owners from the routes they already have: the
@@ -15,7 +15,7 @@ import sqlmodel
 from alembic import op
 
 revision = '0006'
-down_revision = '0003'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,158 @@
+"""Discord channels behind webhook destinations: what the relay learned of them, and their pacer.
+
+A webhook posts into one channel of one guild. Discord tells which in two places: the
+``channel_id`` of the message object an execute with ``?wait=true`` returns (for a message that
+did not go into a thread: there it is the thread's id), and ``GET /webhooks/{id}/{token}``
+(``channel_id`` and ``guild_id``). The relay writes both onto the destination the first time it
+sees them, so every replica knows them.
+
+Discord also caps the messages posted into one channel through webhooks (about 30 per 60 s,
+shared by every webhook of the channel, reported only as a ``shared``-scope 429 with a long
+``retry_after``). The relay keeps a pacer per channel in the store: the times of the latest send
+slots reserved in it. A sender reserves a slot in one transaction (``FOR UPDATE`` on PostgreSQL,
+the single writer on SQLite), so workers and replicas never together exceed the cap. Slots are
+reserved in time order, so "no ``limit`` + 1 sends within ``per`` seconds" means: the new slot is at
+least ``per`` (plus a margin for the network's jitter) after the ``limit``-th latest one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from delivery.queue import EngineStore, utcnow
+from schemas.tables import ChannelPacer, Destination
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """The Discord channel and guild a destination's webhook posts into (each ``None`` until learned)."""
+
+    channel_id: str | None
+    guild_id: str | None
+
+
+@dataclass(frozen=True)
+class PaceLimit:
+    """``count`` webhook messages per ``per`` seconds in one channel; ``margin`` covers network jitter."""
+
+    count: int = 30
+    per: float = 60.0
+    margin: float = 0.5
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A pacer's answer: send at ``at`` (epoch seconds); ``reserved`` is False when it was too far away
+    and nothing was reserved (the caller reschedules instead of holding a worker for it)."""
+
+    at: float
+    reserved: bool
+
+
+def next_slot(slots: list[float], *, now: float, limit: PaceLimit, blocked_until: float = 0.0) -> float:
+    """The earliest send time ≥ ``now`` that keeps every ``per``-second window within ``count`` sends.
+
+    ``slots`` are the reserved times, ascending (each reservation is no earlier than the last).
+    """
+    at = max(now, blocked_until, slots[-1] if slots else 0.0)
+    if len(slots) >= limit.count > 0:
+        at = max(at, slots[-limit.count] + limit.per + limit.margin)
+    return at
+
+
+def reserve(slots: list[float], *, now: float, limit: PaceLimit, blocked_until: float = 0.0,
+            max_wait: float = float("inf")) -> tuple[Slot, list[float]]:
+    """Reserve the next slot unless it is more than ``max_wait`` away; returns it and the slots to keep."""
+    at = next_slot(slots, now=now, limit=limit, blocked_until=blocked_until)
+    if at - now > max_wait:
+        return Slot(at, reserved=False), slots
+    kept = [s for s in slots if s > at - limit.per - limit.margin][-max(limit.count - 1, 0):] if limit.count else []
+    return Slot(at, reserved=True), [*kept, at]
+
+
+class ChannelStore(EngineStore):
+    """Channel learning and the per-channel pacer, in the store so every replica shares them."""
+
+    # --- what a destination's webhook is --------------------------------------------------------
+
+    def channel(self, key: str) -> ChannelInfo:
+        """The channel and guild learned for destination ``key`` (both ``None`` when unknown)."""
+        with self._session() as session:
+            row = session.execute(select(Destination.channel_id, Destination.guild_id)
+                                  .where(Destination.key == key)).first()
+        return ChannelInfo(*row) if row is not None else ChannelInfo(None, None)
+
+    def channels(self, keys: list[str]) -> dict[str, ChannelInfo]:
+        """The learned channel and guild of several destinations (unknown keys are left out)."""
+        if not keys:
+            return {}
+        with self._session() as session:
+            rows = session.execute(select(Destination.key, Destination.channel_id, Destination.guild_id)
+                                   .where(Destination.key.in_(keys))).all()
+        return {key: ChannelInfo(channel, guild) for key, channel, guild in rows}
+
+    def destinations_in_channel(self, channel_id: str) -> list[str]:
+        """Keys of every destination known to post into ``channel_id`` (all tenants)."""
+        with self._session() as session:
+            return list(session.scalars(select(Destination.key).where(Destination.channel_id == channel_id)
+                                        .order_by(Destination.key)))
+
+    def learn_channel(self, key: str, *, channel_id: str | None, guild_id: str | None = None) -> None:
+        """Remember what Discord said about destination ``key``'s webhook; ``None`` keeps what is known.
+
+        Every destination of the same webhook (one per tenant) learns it too: it is the same channel.
+        """
+        values = {name: value for name, value in (("channel_id", channel_id), ("guild_id", guild_id)) if value}
+        if not values:
+            return
+        webhook = key.rpartition("/")[2]
+        with self._session(write=True) as session:
+            session.execute(update(Destination).where(
+                (Destination.key == key) | Destination.key.like(f"%/{webhook}")).values(**values))
+
+    # --- the pacer ----------------------------------------------------------------------------
+
+    def reserve_slot(self, channel_id: str, *, limit: PaceLimit, max_wait: float) -> Slot:
+        """Reserve the channel's next send slot (unless it is more than ``max_wait`` seconds away)."""
+        now = utcnow()
+        with self._session(write=True) as session:
+            row = self._pacer_row(session, channel_id, now)
+            blocked = row.blocked_until.timestamp() if row.blocked_until else 0.0
+            slot, kept = reserve(list(row.slots_json or []), now=now.timestamp(), limit=limit,
+                                 blocked_until=blocked, max_wait=max_wait)
+            if slot.reserved:
+                row.slots_json, row.updated_at = kept, now
+                session.add(row)
+            return slot
+
+    def block_channel(self, channel_id: str, until: datetime) -> None:
+        """A ``shared`` 429: nothing goes into the channel before ``until`` (never moved earlier)."""
+        now = utcnow()
+        with self._session(write=True) as session:
+            row = self._pacer_row(session, channel_id, now)
+            if row.blocked_until is None or _aware(row.blocked_until) < until:
+                row.blocked_until, row.updated_at = until, now
+                session.add(row)
+
+    def _pacer_row(self, session: Session, channel_id: str, now: datetime) -> ChannelPacer:
+        """The channel's pacer row, created when missing and locked for this transaction."""
+        insert = pg_insert if self._postgres else sqlite_insert
+        session.execute(insert(ChannelPacer).values(channel_id=channel_id, slots_json=[], updated_at=now)
+                        .on_conflict_do_nothing(index_elements=["channel_id"]))
+        query = select(ChannelPacer).where(ChannelPacer.channel_id == channel_id)
+        if self._postgres:
+            query = query.with_for_update()  # SQLite's write transaction is already exclusive
+        row = session.scalars(query).one()
+        if row.blocked_until is not None:
+            row.blocked_until = _aware(row.blocked_until)
+        return row
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
