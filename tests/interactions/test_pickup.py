@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 
+from schemas.tables import Destination
 from tests.conftest import Relay, wait_for
 from tests.engine.helpers import body_seen, file_seen, sha
 from tests.interactions.conftest import endpoint, status_of, undelivered_result
@@ -186,3 +187,44 @@ def test_pages_of_ten_with_previous_and_next(pickup_relay, discord) -> None:  # 
     second = click.wait_original(lambda m: "page 2" in m.content)
     assert [line for line in second.content.splitlines() if line.startswith("•")][-1].count("item 00") == 1
     assert second.payload["components"][0]["components"][1]["disabled"]
+
+
+def test_a_guild_manager_sees_the_results_routed_to_their_guild(pickup_relay, discord) -> None:  # type: ignore[no-untyped-def]
+    relay: Relay = pickup_relay()
+    guild, elsewhere = "940000000000000001", "940000000000000002"
+    wid, _, url = discord.add_webhook(guild_id=guild)
+    first = relay.post_result({"title": "reached the channel", "route": [{"type": "webhook", "url": url}]}).json()["id"]
+    wait_for(lambda: status_of(relay, first)["status"] == "delivered", message="first delivered")
+    # The relay learnt the webhook's guild; then the webhook lost its permission.
+    wait_for(lambda: _guild_of(relay, wid) == guild, message="guild learnt")
+    discord.refuse_webhook(wid, status=403, code=50013, message="Missing Permissions")
+    lost = relay.post_result({"title": "lost in the channel", "route": [{"type": "webhook", "url": url}]}).json()["id"]
+    wait_for(lambda: status_of(relay, lost)["status"] == "undelivered", message="second undelivered")
+    endpoint_url = endpoint(relay)
+    sender = discord.interactions
+    manager = sender.command(endpoint_url, user_id=OTHER, subcommand="list", guild_id=guild,
+                             permissions=1 << 5).wait_original()
+    assert lost in manager.content and first not in manager.content  # undelivered only, by default
+    assert "the relay lacks permission" in manager.content
+    admin = sender.command(endpoint_url, user_id=OTHER, subcommand="list", options={"status": "all"},
+                           guild_id=guild, permissions=1 << 3).wait_original()
+    assert lost in admin.content and first in admin.content
+    member = sender.command(endpoint_url, user_id=OTHER, subcommand="list", options={"status": "all"},
+                            guild_id=guild, permissions=(1 << 10) | (1 << 11)).wait_original()
+    assert lost not in member.content and first not in member.content
+    other_guild = sender.command(endpoint_url, user_id=OTHER, subcommand="list", options={"status": "all"},
+                                 guild_id=elsewhere, permissions=1 << 5).wait_original()
+    assert lost not in other_guild.content
+    # The manager may open it and have it sent; a plain member may not.
+    view = sender.command(endpoint_url, user_id=OTHER, subcommand="show", options={"id": lost}, guild_id=guild,
+                          permissions=1 << 5).wait_original()
+    assert view.payload["components"]
+    refused = sender.command(endpoint_url, user_id=OTHER, subcommand="show", options={"id": lost}, guild_id=guild,
+                             permissions=0).wait_original()
+    assert "You have no result" in refused.content
+
+
+def _guild_of(relay: Relay, webhook_id: str) -> str | None:
+    with relay.runtime.db.session() as session:
+        row = session.get(Destination, f"webhook:{webhook_id}")
+        return row.guild_id if row else None
