@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.admin.present import age, human_size  # the admin page's words for ages and sizes
 from app.store import DeliveryView, ResultView
 from delivery.limits import RenderInput
 from delivery.progress import describe_destination
@@ -72,15 +73,6 @@ def parse_custom_id(custom_id: str) -> Click | None:
     if parts[1] in ACTIONS and len(parts) == 3 and parts[2].startswith("res_"):
         return Click(action=parts[1], result_id=parts[2])
     return None
-
-
-def age(then: datetime, now: datetime) -> str:
-    """How long ago, in the largest whole unit (``45 s``, ``12 min``, ``3 h``, ``2 d``)."""
-    seconds = max(0, int((now - then).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} s"
 
 
 def _failure_words(d: DeliveryView) -> str:
@@ -146,7 +138,8 @@ def show_message(result: ResultView, preview: RenderInput, *, now: datetime, not
     lines = [f"`{result.id}` · {age(result.created_at, now)} ago · {result.status} — "
              f"{_escape(why_not_delivered(result))}"]
     if result.attachments:
-        lines.append("Files: " + ", ".join(f"`{_escape(a.filename)}` ({_size(a.size)})" for a in result.attachments))
+        files = ", ".join(f"`{_escape(a.filename)}` ({human_size(a.size)})" for a in result.attachments)
+        lines.append(f"Files: {files}")
     if note:
         lines.append(note)
     message: dict[str, Any] = {"content": _fit(lines), "embeds": first.get("embeds", []),
@@ -193,9 +186,3 @@ def _fit(lines: list[str]) -> str:
         out.append(line)
     return "\n".join(out)
 
-
-def _size(n: int) -> str:
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"

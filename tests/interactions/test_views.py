@@ -12,7 +12,6 @@ from app.interactions.views import (
     STATUS_CHOICES,
     Click,
     action_id,
-    age,
     choice,
     list_message,
     page_id,
@@ -86,11 +85,6 @@ def test_status_words() -> None:
     assert "picked up" in why_not_delivered(_result(status="picked_up"))
     assert why_not_delivered(_result(status="delivered", deliveries=[_delivery("dm", status="delivered")])
                              ).startswith("delivered")
-
-
-@pytest.mark.parametrize("seconds, words", [(5, "5 s"), (90, "1 min"), (7200, "2 h"), (3 * 86400, "3 d"), (-5, "0 s")])
-def test_age(seconds: int, words: str) -> None:
-    assert age(NOW - timedelta(seconds=seconds), NOW) == words
 
 
 @given(titles=st.lists(text | st.none(), max_size=10), page=st.integers(0, 50), more=st.booleans())
