@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, exists, or_, select
+from sqlalchemy import ColumnElement, exists, or_, select
 
 from app.results import result_views
 from app.store import Database, NotFound, ResultView
@@ -68,7 +68,7 @@ class PickupStore:
     def page(self, viewer: Viewer, *, statuses: Sequence[str] = (), workflow_id: str | None = None,
              page: int = 0, per_page: int = 10) -> tuple[list[ResultView], bool]:
         """One page of the viewer's results, newest first, and whether another page follows."""
-        query: Select[tuple[Result]] = select(Result).where(*_visible(viewer))
+        query = select(Result).where(*_visible(viewer))
         if statuses:
             query = query.where(Result.status.in_(list(statuses)))
         if workflow_id:

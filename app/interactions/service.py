@@ -126,7 +126,8 @@ class InteractionService:
         if _str(interaction.get("application_id")) != self._application_id:
             raise BadInteraction("the interaction is for another application")
         asker = self._asker(interaction)
-        data = interaction.get("data") if isinstance(interaction.get("data"), dict) else {}
+        raw_data = interaction.get("data")
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
         if kind == AUTOCOMPLETE:
             return await self._autocomplete(asker, data), None
         if kind == COMMAND:
@@ -136,7 +137,8 @@ class InteractionService:
             if sub == "show" and options.get("id"):
                 later = self._later("command", asker, lambda: self._show(asker, options["id"]))
             else:
-                status = options.get("status") if options.get("status") in STATUS_CHOICES else DEFAULT_STATUS
+                status = options.get("status") or DEFAULT_STATUS
+                status = status if status in STATUS_CHOICES else DEFAULT_STATUS
                 later = self._later("command", asker, lambda: self._list(asker, status, 0, options.get("workflow")))
             return {"type": DEFERRED_MESSAGE, "data": {"flags": EPHEMERAL}}, later
         if kind == COMPONENT:
@@ -297,7 +299,8 @@ def _subcommand(data: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
 
 def _focused(data: dict[str, Any]) -> tuple[str, str] | None:
     """The option being typed in an autocomplete interaction, and what has been typed so far."""
-    stack = list(data.get("options") or []) if isinstance(data.get("options"), list) else []
+    options = data.get("options")
+    stack: list[Any] = list(options) if isinstance(options, list) else []
     while stack:
         option = stack.pop(0)
         if not isinstance(option, dict):
