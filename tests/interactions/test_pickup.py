@@ -31,6 +31,7 @@ def test_bad_or_missing_signatures_get_401_and_touch_nothing(pickup_relay, disco
     url = endpoint(relay)
     sender = discord.interactions
     forged = "ab" * 64
+    refused_before = _metric(relay, 'relay_discord_interactions_total{outcome="bad_signature",type="unknown"}')
     calls = [
         sender.ping(url, signature=forged),  # Discord's own probe: a well-formed, wrong signature
         sender.ping(url, sign=False),
@@ -46,6 +47,16 @@ def test_bad_or_missing_signatures_get_401_and_touch_nothing(pickup_relay, disco
     # Nothing was deferred or edited, and the result is as it was.
     assert [m for m in discord.messages(kind="interaction")] == []
     assert status_of(relay, rid)["status"] == "undelivered"
+    # Every refusal is counted.
+    after = _metric(relay, 'relay_discord_interactions_total{outcome="bad_signature",type="unknown"}')
+    assert after - refused_before == len(calls)
+
+
+def _metric(relay: Relay, series: str) -> float:
+    for line in relay.client.get("/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def test_the_endpoint_is_off_without_its_settings(delivering_relay, discord) -> None:  # type: ignore[no-untyped-def]
