@@ -21,6 +21,21 @@ router = APIRouter(tags=["discord"])
 MAX_INTERACTION_BYTES = 256 * 1024
 
 
+async def _bounded_body(request: Request) -> bytes:
+    """The raw body, refused (413) past ``MAX_INTERACTION_BYTES`` before more of it is read:
+    the endpoint is open to the internet, and nothing unsigned may make the relay buffer megabytes."""
+    too_large = ApiError(413, "too_large", f"an interaction is at most {MAX_INTERACTION_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_INTERACTION_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_INTERACTION_BYTES:
+            raise too_large
+    return bytes(body)
+
+
 @router.post("/discord/interactions", include_in_schema=False)
 async def discord_interactions(request: Request, background: BackgroundTasks) -> Response:
     """Verify, answer within Discord's 3 seconds, and finish deferred answers in the background."""
@@ -28,9 +43,7 @@ async def discord_interactions(request: Request, background: BackgroundTasks) ->
     if service is None:
         raise ApiError(404, "not_configured", "the Discord interactions endpoint is off: set "
                        "RELAY_DISCORD_APPLICATION_ID and RELAY_DISCORD_PUBLIC_KEY")
-    body = await request.body()
-    if len(body) > MAX_INTERACTION_BYTES:
-        raise ApiError(413, "too_large", f"an interaction is at most {MAX_INTERACTION_BYTES} bytes")
+    body = await _bounded_body(request)
     try:
         service.verify(signature=request.headers.get("x-signature-ed25519"),
                        timestamp=request.headers.get("x-signature-timestamp"), body=body)

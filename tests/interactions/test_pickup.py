@@ -239,3 +239,10 @@ def _guild_of(relay: Relay, webhook_id: str) -> str | None:
     with relay.runtime.db.session() as session:
         row = session.get(Destination, f"webhook:{webhook_id}")
         return row.guild_id if row else None
+
+
+def test_a_huge_unsigned_body_is_refused_before_it_is_read(pickup_relay) -> None:  # type: ignore[no-untyped-def]
+    relay: Relay = pickup_relay()
+    response = relay.client.post("/discord/interactions", content=b"{" + b" " * 300_000 + b"}",
+                                 headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
