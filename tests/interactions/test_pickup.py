@@ -246,3 +246,15 @@ def test_a_huge_unsigned_body_is_refused_before_it_is_read(pickup_relay) -> None
     response = relay.client.post("/discord/interactions", content=b"{" + b" " * 300_000 + b"}",
                                  headers={"Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+
+
+def test_dm_me_without_a_bot_token_says_so_and_queues_nothing(pickup_relay, discord) -> None:  # type: ignore[no-untyped-def]
+    relay: Relay = pickup_relay(discord_bot_token=None)
+    rid = undelivered_result(relay, discord, user_id=OWNER, title="No bot here")
+    url = endpoint(relay)
+    view = discord.interactions.command(url, user_id=OWNER, subcommand="show", options={"id": rid}).wait_original()
+    click = discord.interactions.click(url, message=view, custom_id=f"rr:dm:{rid}", user_id=OWNER)
+    answer = click.wait_original(lambda m: "cannot DM" in m.content)
+    assert answer.payload["components"]  # the other buttons still work
+    got = status_of(relay, rid)
+    assert got["status"] == "undelivered" and len(got["deliveries"]) == 2
