@@ -1,4 +1,4 @@
-"""The ``relay`` command: serve, worker, migrate, keys.
+"""The ``relay`` command: serve, worker, migrate, keys, discord.
 
 Output meant for people goes to stderr through logging; the one value a script captures (a new
 key) is written alone on the last line of stdout.
@@ -114,6 +114,38 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         runtime.close()
 
 
+def cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
+    """``relay discord register`` overwrites the application's commands; ``check`` shows the configuration."""
+    from app.interactions.commands import RegistrationFailed, describe_configuration, register
+
+    if args.discord_cmd == "check":
+        rows = describe_configuration(settings)
+        for name, text, fine in rows:
+            verdict = "ok" if fine else "missing" if text.startswith("not set") else "invalid"
+            _out(f"{verdict}\t{name}\t{text}")
+        ready = all(fine for name, _, fine in rows if name != "RELAY_DISCORD_BOT_TOKEN")
+        _out("the interactions endpoint is " + ("on: POST /discord/interactions" if ready else
+                                                 "off: set the missing settings above"))
+        return 0 if ready else 1
+    try:
+        registered = register(settings, guild_id=args.guild)
+    except RegistrationFailed as exc:
+        log.error("registering the commands failed: %s", exc)
+        return 1
+    where = f"guild {args.guild}" if args.guild else "every guild and DM (global commands take up to an hour to show)"
+    for command in registered:
+        subs = [o.get("name") for o in command.get("options") or [] if o.get("type") in (1, 2)]
+        _out(f"registered /{command.get('name')} ({', '.join(map(str, subs)) or 'no subcommands'}) "
+             f"id {command.get('id')} in {where}")
+    return 0
+
+
+def _snowflake(value: str) -> str:
+    if not value.isdigit() or len(value) > 20:
+        raise argparse.ArgumentTypeError("a guild id is a Discord snowflake: digits only")
+    return value
+
+
 def _tenant(value: str) -> str:
     try:
         return check_tenant(value)
@@ -143,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id")
     keys.set_defaults(func=cmd_keys)
+    discord = sub.add_parser("discord", help="the /results command of the Discord application")
+    discord_sub = discord.add_subparsers(dest="discord_cmd", required=True)
+    reg = discord_sub.add_parser("register", help="overwrite the application's commands with /results")
+    reg.add_argument("--guild", type=_snowflake, default=None,
+                     help="register in this guild only (shows at once; global commands take a while)")
+    discord_sub.add_parser("check", help="print what is configured and whether the public key parses")
+    discord.set_defaults(func=cmd_discord)
     return parser
 
 
@@ -157,11 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
-    except ValidationError as exc:
+    except ValidationError as exc:  # a bad RELAY_* value: say which, one line each, without a traceback
         for error in exc.errors():
-            name = "RELAY_" + str(error["loc"][0] if error["loc"] else "").upper()
+            name = "RELAY_" + str(error["loc"][0]).upper() if error["loc"] else "relay settings"
             where = "".join(f"[{part}]" for part in error["loc"][1:])
-            sys.stderr.write(f"relay: {name}{where}: {error['msg']}\n")
+            sys.stderr.write(f"relay: {name}{where}: {error['msg'].removeprefix('Value error, ')}\n")
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:

@@ -158,6 +158,8 @@ def _build_target(
             "token": cipher.encrypt(dest.token),
             "created_at": dest.created_at.isoformat(),
         }
+        if dest.user_id is not None:
+            stored["user_id"] = dest.user_id
         if dest.silent:
             stored["silent"] = True
         return Target(key=f"interaction:{dest.application_id}:{digest}", kind="interaction",
@@ -181,6 +183,8 @@ def public_destination(kind: str, stored: dict[str, Any]) -> dict[str, Any]:
     elif kind == "interaction":
         out = {"type": "interaction", "application_id": stored["application_id"], "token": MASK,
                "created_at": stored["created_at"]}
+        if stored.get("user_id"):
+            out["user_id"] = stored["user_id"]
     else:
         out = {"type": "dm", "user_id": stored["user_id"]}
     if stored.get("silent"):

@@ -152,6 +152,7 @@ async def read_result(request: Request, *, producer: Producer, settings: Setting
         metadata=result.metadata, mode=result.mode, silent=result.silent,
         targets=build_targets(result.route, settings, cipher, tenant=producer.tenant),
         attachments=[*inline, *files], content=result.content, embeds=embeds,
+        discord_user_ids=result.discord_user_ids,
     )
 
 

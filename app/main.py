@@ -21,6 +21,8 @@ from app.api import destinations, health, metrics, progress, results, transcript
 from app.api.transcriptions import TranscriptionBodyLimit
 from app.db import ensure_schema
 from app.errors import install_error_handlers
+from app.interactions import open_interactions
+from app.interactions import router as interactions_router
 from app.openapi import install_openapi
 from app.results import retention_cutoffs
 from app.runtime import Runtime
@@ -62,6 +64,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         await run_in_threadpool(ensure_schema, rt.engine, settings)
         app.state.runtime = rt
         app.state.keys = rt.keys
+        app.state.interactions, close_interactions = open_interactions(rt)
         workers = await start_workers(rt) if settings.run_workers else None
         app.state.transcriptions = await start_transcription_service(rt) if settings.run_workers else None
         close_wakeups = wire_wakeups(rt, workers)
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             if workers is not None:
                 await workers.stop()
             close_wakeups()
+            await close_interactions()
             if runtime is None:
                 rt.close()
 
@@ -97,5 +101,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(health.router)
     app.include_router(admin_router)
     app.include_router(metrics.router)
+    app.include_router(interactions_router)
     app.add_middleware(TranscriptionBodyLimit, limit=settings.max_result_bytes, audio_limit=settings.max_audio_bytes)
     return app

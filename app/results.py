@@ -39,7 +39,16 @@ from app.store import (
     utcnow,
 )
 from schemas.lifecycle import Ack, DeliveryStatus, NewGeneration, Redeliver, ResultStatus, Route
-from schemas.tables import AlertEvent, Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, Result
+from schemas.tables import (
+    AlertEvent,
+    Attachment,
+    Delivery,
+    DeliveryEvent,
+    Destination,
+    PlannedMessage,
+    Result,
+    ResultViewer,
+)
 from store.route import advance, load_route
 
 STREAM_CHUNK = 1024 * 1024
@@ -94,6 +103,7 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
     results: list[dict[str, Any]] = []
     attachments: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
+    viewers: list[dict[str, Any]] = []
     destinations: dict[str, dict[str, Any]] = {}
     for p in batch:
         new = p.new
@@ -128,6 +138,8 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
                 "kind": target.kind, "target_json": target.stored, "status": status.value,
                 "next_attempt_at": now if due else None, "created_at": now, "updated_at": now,
             })
+        viewers.extend({"result_id": p.result_id, "user_id": user}
+                       for user in viewers_of(new.targets, new.discord_user_ids))
         outcomes.append((p.result_id, True))
 
     if destinations:
@@ -144,7 +156,29 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
         session.execute(insert(Attachment.__table__), attachments)
     if deliveries:
         session.execute(insert(Delivery.__table__), deliveries)
+    if viewers:
+        session.execute(insert(ResultViewer.__table__), viewers)
     return outcomes
+
+
+def viewers_of(targets: Sequence[Target], extra: Sequence[str] = ()) -> list[str]:
+    """The Discord users a result is meant for: its DM users, its interactions' users, ``extra``.
+
+    They, and only they (besides the managers of a guild it was routed to), may fetch it with
+    ``/results``; in first-seen order, each once.
+    """
+    users = [t.stored.get("user_id") for t in targets if t.kind in ("dm", "interaction")]
+    return list(dict.fromkeys(u for u in [*users, *extra] if u))
+
+
+def _add_viewers(session: Session, result_id: str, users: Sequence[str]) -> None:
+    """Record more owners of a result (a new route may name new users); known ones are kept once."""
+    if not users:
+        return
+    dialect = session.get_bind().dialect.name
+    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(upsert(ResultViewer.__table__).on_conflict_do_nothing(index_elements=["result_id", "user_id"]),
+                    [{"result_id": result_id, "user_id": u} for u in users])
 
 
 class ResultStore:
@@ -215,6 +249,7 @@ class ResultStore:
                     ))
                 accepted = Route.accepted(new.mode, len(new.targets))  # type: ignore[arg-type]
                 self._add_deliveries(session, result_id, 1, accepted.deliveries, new.targets, now)
+                _add_viewers(session, result_id, viewers_of(new.targets, new.discord_user_ids))
         except IntegrityError:
             # A concurrent request with the same idempotency key committed first (another replica).
             existing = self._find_idempotent(new) if new.idempotency_key is not None else None
@@ -278,6 +313,7 @@ class ResultStore:
         def add_generation(session: Session, result: Result, generation: NewGeneration) -> None:
             assert fresh is not None
             self._add_deliveries(session, result.id, generation.generation, generation.deliveries, fresh, now)
+            _add_viewers(session, result.id, viewers_of(fresh))
 
         event = Redeliver(len(fresh) if fresh is not None else None, mode)  # type: ignore[arg-type]
         advance(session, rows, event, now, new_generation=add_generation)
@@ -322,7 +358,7 @@ class ResultStore:
         """One result with its current deliveries (``NotFound`` when it belongs to another tenant)."""
         with self._db.session() as session:
             result = _get_result(session, result_id, tenant)
-            return _views(session, [result])[0]
+            return result_views(session, [result])[0]
 
     def list(
         self, flt: ResultFilter, *, cursor: str | None = None, limit: int = 50
@@ -335,7 +371,7 @@ class ResultStore:
         query = query.order_by(Result.created_at.desc(), Result.id.desc()).limit(limit + 1)
         with self._db.session() as session:
             rows = session.scalars(query).all()
-            views = _views(session, list(rows[:limit]))
+            views = result_views(session, list(rows[:limit]))
         next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
         return views, next_cursor
 
@@ -349,7 +385,7 @@ class ResultStore:
         """The whole original result."""
         with self._db.session() as session:
             r = _get_result(session, result_id, tenant)
-            atts = _attachment_meta(session, [r.id]).get(r.id, [])
+            atts = attachment_meta(session, [r.id]).get(r.id, [])
         return ResultContentView(
             id=r.id, workflow_id=r.workflow_id, title=r.title, summary=r.summary, body=r.body,
             fields=list(r.fields_json), url=r.url, color=r.color, level=r.level,
@@ -361,7 +397,7 @@ class ResultStore:
         """Metadata of one attachment; ``NotFound`` if there is no such file (or not in ``tenant``)."""
         with self._db.session() as session:
             _get_result(session, result_id, tenant)
-            for meta in _attachment_meta(session, [result_id]).get(result_id, []):
+            for meta in attachment_meta(session, [result_id]).get(result_id, []):
                 if meta.index == index:
                     return meta
         raise NotFound(f"{result_id}/attachments/{index}")
@@ -422,7 +458,8 @@ def _ensure_destination(session: Session, target: Target, now: datetime) -> None
     session.execute(insert(Destination).values(**values).on_conflict_do_nothing(index_elements=["key"]))
 
 
-def _attachment_meta(session: Session, result_ids: list[str]) -> dict[str, list[AttachmentMeta]]:
+def attachment_meta(session: Session, result_ids: list[str]) -> dict[str, list[AttachmentMeta]]:
+    """The files of these results, without their bytes, by result id (inside the caller's session)."""
     rows = session.execute(
         select(Attachment.result_id, Attachment.idx, Attachment.filename, Attachment.content_type,
                Attachment.size, Attachment.sha256)
@@ -437,7 +474,8 @@ def _attachment_meta(session: Session, result_ids: list[str]) -> dict[str, list[
     return out
 
 
-def _views(session: Session, results: list[Result]) -> list[ResultView]:
+def result_views(session: Session, results: list[Result]) -> list[ResultView]:
+    """These results with their current deliveries and files, as the API shows them (caller's session)."""
     if not results:
         return []
     ids = [r.id for r in results]
@@ -465,7 +503,7 @@ def _views(session: Session, results: list[Result]) -> list[ResultView]:
             last_error_message=d.last_error_message, next_attempt_at=as_utc(d.next_attempt_at),
             delivered_at=as_utc(d.delivered_at),
         ))
-    attachments = _attachment_meta(session, ids)
+    attachments = attachment_meta(session, ids)
     return [
         ResultView(
             id=r.id, tenant=r.tenant, status=r.status, workflow_id=r.workflow_id, title=r.title, mode=r.mode,
@@ -482,6 +520,7 @@ def _delete_results(session: Session, ids: list[str]) -> None:
     session.execute(delete(DeliveryEvent).where(DeliveryEvent.delivery_id.in_(delivery_ids)))
     session.execute(delete(Delivery).where(Delivery.result_id.in_(ids)))
     session.execute(delete(Attachment).where(Attachment.result_id.in_(ids)))
+    session.execute(delete(ResultViewer).where(ResultViewer.result_id.in_(ids)))
     session.execute(delete(Result).where(Result.id.in_(ids)))
 
 

@@ -7,11 +7,14 @@ nothing reads the environment at import time.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.tables import TENANT_NAME
 
 MiB = 1024 * 1024
 
@@ -86,6 +89,12 @@ class Settings(BaseSettings):
     whisper_device: Literal["auto", "cpu", "cuda"] = "auto"
     keep_audio: bool = False
 
+    # Discord's HTTP interactions (the ``/results`` pickup command): both set, or the endpoint is off.
+    discord_application_id: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$")
+    discord_public_key: str | None = None
+    # Tenants whose results the command serves; empty: every tenant.
+    discord_tenants: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "console"
 
@@ -119,6 +128,38 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"RELAY_ALERT_WEBHOOK {exc}") from None
         return self
+
+    @field_validator("discord_public_key", mode="before")
+    @classmethod
+    def _public_key(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower() or None
+        if isinstance(value, str) and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be the application's public key from the Developer Portal: 64 hex characters")
+        return value
+
+    @field_validator("discord_tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for name in value:
+                if not isinstance(name, str) or not TENANT_NAME.match(name):
+                    raise ValueError(f"invalid tenant {name!r}: 1-40 characters of a-z, 0-9, '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _interactions_complete(self) -> Settings:
+        if (self.discord_application_id is None) != (self.discord_public_key is None):
+            raise ValueError("set RELAY_DISCORD_APPLICATION_ID and RELAY_DISCORD_PUBLIC_KEY together "
+                             "(the interactions endpoint needs both)")
+        return self
+
+    @property
+    def interactions_enabled(self) -> bool:
+        """True when ``POST /discord/interactions`` answers (application id and public key set)."""
+        return self.discord_application_id is not None and self.discord_public_key is not None
 
     def proxy_options(self) -> dict[str, object]:
         """uvicorn's proxy settings: ``X-Forwarded-*`` is read only from ``RELAY_TRUSTED_PROXIES``."""

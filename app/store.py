@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,7 @@ from sqlmodel import Session
 
 from app.destinations import Target
 from app.ids import new_id
-from schemas.tables import DEFAULT_TENANT, ApiKey
+from schemas.tables import DEFAULT_TENANT, TENANT_NAME, ApiKey
 from store.errors import (  # re-exported: the API maps these to HTTP answers
     IdempotencyConflict as IdempotencyConflict,
 )
@@ -32,9 +31,6 @@ from store.errors import NotFound as NotFound
 from store.errors import StoreError as StoreError
 from store.errors import StoreUnavailable as StoreUnavailable
 from store.errors import translated
-
-# Tenant names appear in destination keys and on the admin page: short, lower-case, no separators.
-TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
 def utcnow() -> datetime:
@@ -95,6 +91,7 @@ class NewResult:
     attachments: Sequence[NewAttachment] = ()
     content: str | None = None
     embeds: list[dict[str, Any]] = field(default_factory=list)
+    discord_user_ids: Sequence[str] = ()  # besides the users its DM and interaction destinations name
     silent: bool = False
 
 

@@ -39,6 +39,7 @@ from store.presence import FilePresence, PgPresence, Presence, new_owner_id, pg_
 
 log = logging.getLogger("relay.workers")
 PRESENCE_WAIT_S = 10.0
+PICKUP_COMMAND = "/results"  # the relay's pickup command (app.interactions.commands)
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -49,6 +50,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         max_age_s=settings.max_delivery_age, interaction_margin_s=settings.interaction_margin,
         shutdown_grace_s=settings.shutdown_grace, send_timeout_s=settings.discord_timeout + TIMEOUT.connect,
         max_crashes=settings.max_delivery_crashes,
+        pickup_command=PICKUP_COMMAND if settings.interactions_enabled else None,
         limits=Limits(max_attachment_bytes=settings.max_attachment_bytes,
                       max_body_messages=settings.max_body_messages),
     )
@@ -118,7 +120,8 @@ def build_workers(runtime: Runtime, client: httpx.AsyncClient, *,
                             presence=presence, monitor=runtime.loops, channels=channels)
     progress = ProgressWorker(ProgressQueue(runtime.engine), transport, reveal, owner=worker.owner,
                               interaction_margin_s=settings.interaction_margin, lease_s=settings.lease_seconds,
-                              monitor=runtime.loops)
+                              monitor=runtime.loops,
+                              pickup_command=PICKUP_COMMAND if settings.interactions_enabled else None)
     return worker, progress, alerts
 
 

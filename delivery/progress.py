@@ -65,10 +65,15 @@ def describe_destination(kind: str | None) -> str:
     return "kept for pickup; the team running the workflow will share it"
 
 
-def handoff_text(next_kind: str | None) -> str:
-    """The notice posted on an interaction that is about to expire before its result."""
+def handoff_text(next_kind: str | None, pickup_command: str | None = None) -> str:
+    """The notice posted on an interaction that is about to expire before its result.
+
+    ``pickup_command`` (``/results`` when the relay answers Discord interactions) tells the user
+    how to fetch the result themselves if it never arrives where it is expected.
+    """
     where = describe_destination(next_kind)
-    return f"⏳ Still working — this command is about to time out. The result will be {where}."
+    text = f"⏳ Still working — this command is about to time out. The result will be {where}"
+    return f"{text}, or run `{pickup_command}` later to fetch it." if pickup_command else f"{text}."
 
 
 def progress_payload(state: dict[str, Any], *, done: bool, workflow_id: str) -> dict[str, Any]:
@@ -197,8 +202,10 @@ class ProgressWorker:
 
     def __init__(self, queue: ProgressQueue, transport: DiscordTransport, reveal: Callable[[str], str], *,
                  owner: str, interaction_margin_s: float, interval_s: float = 0.5, lease_s: float = 30.0,
-                 concurrency: int = 8, monitor: LoopMonitor | None = None) -> None:
+                 concurrency: int = 8, monitor: LoopMonitor | None = None,
+                 pickup_command: str | None = None) -> None:
         self._queue, self._transport, self._reveal = queue, transport, reveal
+        self._pickup_command = pickup_command
         self._owner, self._margin, self._interval = owner, interaction_margin_s, interval_s
         self._lease_s, self._concurrency = lease_s, concurrency
         self._monitor = monitor or LoopMonitor()
@@ -292,7 +299,8 @@ class ProgressWorker:
                                     failed=exc.message)
 
     async def _handoff(self, row: ProgressWork) -> None:
-        payload = {"content": handoff_text(row.state.get("next_kind")), "allowed_mentions": {"parse": []}}
+        payload = {"content": handoff_text(row.state.get("next_kind"), self._pickup_command),
+                   "allowed_mentions": {"parse": []}}
         path, params = self._path(row)
         try:
             await self._transport.request("POST", path, route_key=row.destination_key, kind="interaction",

@@ -404,7 +404,7 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
                Attachment.sha256).where(Attachment.result_id == r.id).order_by(Attachment.idx)).all()
     defect = None
     try:
-        result = _render_input(r, atts)
+        result = render_input(r, atts)
         plans = _stored_plans(session, d.id or 0)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # Stored data this code cannot read: one bad result, never a claim that fails forever.
@@ -424,7 +424,8 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
                 silent=bool(r.silent or d.target_json.get("silent")))
 
 
-def _render_input(r: Result, atts: Sequence[Any]) -> RenderInput:
+def render_input(r: Result, atts: Sequence[Any]) -> RenderInput:
+    """What the renderer needs of a stored result and its attachment rows (also the ``/results`` preview)."""
     level = r.level if r.level in ("info", "success", "warning", "error") else None
     return RenderInput(
         title=r.title, summary=r.summary, body=r.body,

@@ -73,6 +73,7 @@ class WorkerConfig:
     send_timeout_s: float = 25.0  # one Discord attempt at most (connect + read): what the drain waits for
     max_crashes: int = 3
     limits: Limits = Limits()
+    pickup_command: str | None = None  # named in the hand-off notice (``/results``), when the relay has one
 
 
 class DeliveryWorker:
@@ -534,7 +535,8 @@ class DeliveryWorker:
         if work.notice_sent or utcnow() >= created + INTERACTION_TTL - LAST_SAFE_SEND:
             return
         path = f"/webhooks/{work.target['application_id']}/{self._reveal(work.target['token'])}"
-        payload = {"content": handoff_text(work.next_kind), "allowed_mentions": {"parse": []}}
+        payload = {"content": handoff_text(work.next_kind, self._config.pickup_command),
+                   "allowed_mentions": {"parse": []}}
         try:
             await self._transport.request("POST", path, route_key=dest.key, kind="interaction", payload=payload,
                                           params={"wait": "true"})

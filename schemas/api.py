@@ -30,6 +30,8 @@ from schemas.embeds import EMBEDS_MAX, Embed
 Snowflake = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
 Level = Literal["info", "success", "warning", "error"]
 Mode = Literal["first_success", "all"]
+#: Discord users named on one result (its DM users, its interaction users, ``discord_user_ids``).
+MAX_VIEWERS = 50
 ResultStatus = Literal["pending", "delivering", "delivered", "undelivered", "picked_up"]
 
 
@@ -99,6 +101,8 @@ class InteractionDestination(_Strict):
     application_id: Snowflake
     token: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
     created_at: IsoDatetime
+    user_id: Snowflake | None = Field(default=None, description="the Discord user who ran the command: "
+                                      "they may fetch the result later with /results")
     silent: bool | None = Field(default=None, strict=True,
                                 description="send without notifications (SUPPRESS_NOTIFICATIONS)")
 
@@ -197,6 +201,8 @@ class ResultIn(_Strict):
     silent: bool = Field(default=False, strict=True,
                          description="every message without notifications (Discord's SUPPRESS_NOTIFICATIONS)")
     metadata: BoundedJson = Field(default_factory=dict)
+    discord_user_ids: list[Snowflake] = Field(default_factory=list, max_length=MAX_VIEWERS,
+                                              description="more Discord users who may fetch it with /results")
 
     @field_validator("url")
     @classmethod

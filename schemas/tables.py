@@ -5,6 +5,7 @@ Tables and why they exist (see DESIGN.md, "Data model"):
 - ``ApiKey``       producer credentials, hashed at rest, each belonging to one tenant. Results,
                    destinations and transcriptions carry their tenant: a producer sees only its own.
 - ``Result``       what a producer sent, with its status and retention deadline.
+- ``ResultViewer`` the Discord users a result belongs to: who may fetch it with ``/results``.
 - ``Attachment``   the producer's files, bytes stored in the database so one backup holds everything.
 - ``Destination``  one webhook / DM user / interaction: rate-limit state and the disabled flag live
                    here so every worker and replica sees the same bucket; a webhook's Discord
@@ -21,6 +22,7 @@ Tables and why they exist (see DESIGN.md, "Data model"):
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +31,8 @@ from sqlmodel import Field, SQLModel
 
 # Every producer key belongs to a tenant; rows written before tenants existed belong to this one.
 DEFAULT_TENANT = "default"
+# Tenant names appear in destination keys and on the admin page: short, lower-case, no separators.
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
 class ApiKey(SQLModel, table=True):
@@ -83,6 +87,20 @@ class Result(SQLModel, table=True):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None  # retention counts from here (see ResultStore.purge)
+
+
+class ResultViewer(SQLModel, table=True):
+    """A Discord user a result was meant for: who may list and fetch it with ``/results``.
+
+    Written with the result (its DM users, the users of its interactions, its ``discord_user_ids``)
+    and with every new route, so ownership is one indexed lookup and never a scan of stored routes.
+    """
+
+    __tablename__ = "result_viewers"
+    __table_args__ = (Index("ix_result_viewers_user", "user_id", "result_id"),)
+
+    result_id: str = Field(primary_key=True, max_length=40)
+    user_id: str = Field(primary_key=True, max_length=20)
 
 
 class Attachment(SQLModel, table=True):

@@ -34,13 +34,23 @@ class DMRoute(TypedDict):
     user_id: str
 
 
-class InteractionRoute(TypedDict):
-    """``{"type": "interaction", "application_id": ..., "token": ..., "created_at": ...}``."""
-
+class _InteractionRequired(TypedDict):
+    # Required keys in a base class, as ``_ResultRequired`` below: ``NotRequired[]`` is lost to
+    # string annotations at runtime.
     type: Literal["interaction"]
     application_id: str
     token: str
     created_at: str
+
+
+class InteractionRoute(_InteractionRequired, total=False):
+    """``{"type": "interaction", "application_id": ..., "token": ..., "created_at": ..., "user_id": ...}``.
+
+    ``user_id`` (optional) is the user who ran the command: they may fetch the result later with
+    the relay's ``/results`` command if it never reached them.
+    """
+
+    user_id: str
 
 
 Destination = WebhookRoute | DMRoute | InteractionRoute
@@ -94,6 +104,7 @@ class Result(_ResultRequired, total=False):
     mode: Literal["first_success", "all"]
     silent: bool
     metadata: dict[str, Any]
+    discord_user_ids: list[str]
 
 
 def _dt(value: Any) -> datetime | None:

@@ -32,15 +32,20 @@ def dm(user_id: str | int) -> DMRoute:
     return DMRoute(type="dm", user_id=str(user_id))
 
 
-def interaction(application_id: str | int, token: str, created_at: datetime | str) -> InteractionRoute:
+def interaction(application_id: str | int, token: str, created_at: datetime | str,
+                user_id: str | int | None = None) -> InteractionRoute:
     """An interaction follow-up; the relay uses it only while the token lives (15 minutes).
 
     ``created_at`` is when the interaction was created (``interaction.created_at`` in discord.py);
-    a naive datetime is taken as UTC, because the relay insists on a timezone.
+    a naive datetime is taken as UTC, because the relay insists on a timezone. ``user_id``, the
+    user who ran the command, lets that user fetch the result later with ``/results``.
     """
     if isinstance(created_at, datetime):
         if created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=UTC)
         created_at = created_at.isoformat()
-    return InteractionRoute(type="interaction", application_id=str(application_id), token=token,
-                            created_at=created_at)
+    route = InteractionRoute(type="interaction", application_id=str(application_id), token=token,
+                             created_at=created_at)
+    if user_id is not None:
+        route["user_id"] = str(user_id)
+    return route

@@ -41,7 +41,8 @@ def route_for(interaction: discord.Interaction, *, webhook: str | discord.Webhoo
     """Follow-up (while the token lives), then ``webhook``, then a DM to the invoking user."""
     route: list[Destination] = []
     if not interaction.is_expired():
-        route.append(interaction_route(interaction.application_id, interaction.token, interaction.created_at))
+        route.append(interaction_route(interaction.application_id, interaction.token, interaction.created_at,
+                                       user_id=interaction.user.id))
     if webhook is not None:
         url = webhook if isinstance(webhook, str) else webhook.url
         channel = interaction.channel

@@ -54,8 +54,9 @@ def test_route_for_orders_follow_up_webhook_dm() -> None:
     fresh = _interaction("tok-fresh", datetime.now(UTC))
     route = relay_discord.route_for(fresh, webhook="https://discord.com/api/webhooks/1/x")
     assert [d["type"] for d in route] == ["interaction", "webhook", "dm"]
+    # The invoking user rides along: they may fetch the result with /results if it never reaches them.
     assert route[0] == {"type": "interaction", "application_id": APP_ID, "token": "tok-fresh",
-                        "created_at": fresh.created_at.isoformat()}
+                        "created_at": fresh.created_at.isoformat(), "user_id": USER_ID}
     assert route[2] == {"type": "dm", "user_id": USER_ID}
     expired = _interaction("tok-old", datetime.now(UTC) - timedelta(minutes=20))
     assert [d["type"] for d in relay_discord.route_for(expired, webhook="https://discord.com/api/webhooks/1/x",

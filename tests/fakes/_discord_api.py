@@ -279,9 +279,11 @@ def api_routes(emulator: DiscordEmulator, prefix: str = "/api/v10") -> list[Rout
     """The Discord routes, bound to one emulator."""
     # Imported here: the handler modules build on the plumbing above.
     from ._discord_bot import create_channel_message, open_dm
+    from ._discord_interactions import interaction_routes
     from ._discord_webhooks import execute_webhook, get_webhook, webhook_message
 
     return [
+        *(_route(f"{prefix}{path}", handler, emulator, methods) for path, handler, methods in interaction_routes()),
         _route(f"{prefix}/webhooks/{{webhook_id}}/{{token}}", execute_webhook, emulator, ["POST"]),
         _route(f"{prefix}/webhooks/{{webhook_id}}/{{token}}", get_webhook, emulator, ["GET"]),
         _route(

@@ -98,19 +98,27 @@ async def _abort(send: Send) -> None:
 class _ResponseTap:
     """Wraps ``send``: notes the status and keeps error bodies; swallows everything if asked."""
 
-    def __init__(self, send: Send, *, swallow: bool) -> None:
+    def __init__(self, send: Send, *, swallow: bool, before_end: Callable[[_ResponseTap], None] | None = None) -> None:
         self._send = send
         self._swallow = swallow
+        self._before_end = before_end
         self.status = 0
         self.headers: dict[str, str] = {}
         self.body = bytearray()
+        self.ended = False
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = int(message["status"])
             self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", [])}
-        elif message["type"] == "http.response.body" and self.status >= 400:
-            self.body.extend(message.get("body", b""))
+        elif message["type"] == "http.response.body":
+            if self.status >= 400:
+                self.body.extend(message.get("body", b""))
+            if not message.get("more_body", False) and self._before_end is not None and not self.ended:
+                # Recorded before the client can read the end of the answer: a test that looks at
+                # ``rejected`` right after its request returns must find it there.
+                self.ended = True
+                self._before_end(self)
         if not self._swallow:
             await self._send(message)
 
@@ -143,15 +151,20 @@ class EdgeMiddleware:
             return
         if fault is not None and fault.kind in ("http_error", "rate_limit", "cloudflare"):
             await _buffered(receive)
-            tap = _ResponseTap(send, swallow=False)
+            reason = self._fault_reason(fault)
+            tap = _ResponseTap(send, swallow=False, before_end=lambda t: self._record(
+                scope, t.status, t.headers, bytes(t.body), reason=reason))
             await self._send_fault(fault, tap)
-            self._record(scope, tap.status, tap.headers, bytes(tap.body), reason=self._fault_reason(fault))
+            if not tap.ended:
+                self._record(scope, tap.status, tap.headers, bytes(tap.body), reason=reason)
             return
         drop = fault is not None and fault.kind == "drop_response"
         scope[EDGE_NOTES] = {"drop": drop, "payload": None}
-        tap = _ResponseTap(send, swallow=drop)
+        tap = _ResponseTap(send, swallow=drop, before_end=lambda t: self._record(
+            scope, t.status, t.headers, bytes(t.body), reason=None))
         await self.app(scope, receive, tap)
-        self._record(scope, tap.status, tap.headers, bytes(tap.body), reason=None)
+        if not tap.ended:  # the app ended without a final body message
+            self._record(scope, tap.status, tap.headers, bytes(tap.body), reason=None)
         if drop:
             with state.lock:
                 state.counts["dropped_responses"] += 1

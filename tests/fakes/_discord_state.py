@@ -205,11 +205,13 @@ class Thread:
 
 @dataclass(frozen=True)
 class Interaction:
-    """A registered interaction token and the emulator-clock time it was created."""
+    """A registered interaction token and the emulator-clock time it was created; follow-ups go
+    to ``channel_id`` (the channel the command was used in) when known."""
 
     application_id: str
     token: str
     created_at: float
+    channel_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ class EmulatorState:
     threads: dict[str, Thread] = field(default_factory=dict)
     dm_channels: dict[str, str] = field(default_factory=dict)
     closed_dms: set[str] = field(default_factory=set)
+    commands: dict[tuple[str, str | None], list[dict[str, Any]]] = field(default_factory=dict)
     bot_token: str | None = None
     messages: dict[str, RecordedMessage] = field(default_factory=dict)
     nonces: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)
@@ -269,6 +272,7 @@ class EmulatorState:
             self.threads.clear()
             self.dm_channels.clear()
             self.closed_dms.clear()
+            self.commands.clear()
 
     def store_message(self, message: RecordedMessage) -> None:
         """Record an accepted message (create)."""

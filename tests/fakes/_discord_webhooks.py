@@ -21,6 +21,7 @@ from ._discord_api import (
     _truthy,
     message_object,
 )
+from ._discord_interactions import LOADING
 from ._discord_state import Interaction, MessageEdit, RecordedMessage, Thread, Webhook
 from .discord_validation import MessageKind, validate_message
 
@@ -53,7 +54,10 @@ async def execute_webhook(request: Request, emulator: DiscordEmulator, headers: 
     message_id = state.snowflake()
     if isinstance(target, Webhook):
         thread_id = _thread_of(emulator, target, thread_id, thread_name, body.payload, message_id)
-    channel_id = thread_id or (target.channel_id if isinstance(target, Webhook) else target.application_id)
+    # A follow-up posts into the channel its command was used in (the application id stands in
+    # for tokens registered without one).
+    home = target.channel_id if isinstance(target, Webhook) else (target.channel_id or target.application_id)
+    channel_id = thread_id or home
     message = RecordedMessage(
         id=message_id,
         kind=kind,
@@ -156,7 +160,11 @@ async def webhook_message(request: Request, emulator: DiscordEmulator, headers: 
         f"{webhook_id}/{token}",
         emulator.rate_limits.webhook_message,
     )
-    _resolve_execute(emulator, webhook_id, token)
+    target = _resolve_execute(emulator, webhook_id, token)
+    if message_id == "@original":
+        if not isinstance(target, Interaction):
+            raise DiscordError(404, 10008, "Unknown Message")  # a plain webhook has no original message
+        message_id = emulator.interactions.original_message_id(webhook_id, token)
     message = _find_webhook_message(emulator, webhook_id, message_id, request.query_params.get("thread_id"))
     state = emulator._state
     if request.method == "GET":
@@ -177,6 +185,9 @@ async def webhook_message(request: Request, emulator: DiscordEmulator, headers: 
         kept = tuple(f for f in message.files if f.attachment_id in keep_ids)
     files = kept + new_files
     merged = {**message.payload, **patch}
+    if isinstance(message.payload.get("flags"), int) and message.payload["flags"] & LOADING:
+        # Filling in a deferral: the "thinking" state ends, ephemeral stays what the deferral said.
+        merged["flags"] = message.payload["flags"] & ~LOADING
     validate_message(merged, [(f.field, f.size) for f in files], kind="edit", limits=emulator.limits)
     now = emulator.clock.now()
     updated = state.update_message(

@@ -24,6 +24,7 @@ rate-limit buckets in ``_discord_ratelimit``, faults and recording at the edge i
 from __future__ import annotations
 
 import argparse
+import copy
 import secrets
 import socket
 import threading
@@ -31,6 +32,7 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -42,6 +44,7 @@ from ._discord_api import VIA, api_routes
 from ._discord_control import control_routes
 from ._discord_edge import EdgeMiddleware
 from ._discord_faults import FaultKind, FaultPlan, FaultRule
+from ._discord_interactions import APPLICATION_ID, InteractionCall, InteractionSender
 from ._discord_ratelimit import Limit, RateLimiter, RateLimits
 from ._discord_state import (
     INTERACTION_TTL_S,
@@ -60,7 +63,9 @@ from ._discord_state import (
 from .discord_validation import DiscordLimits, DiscordValidationError, validate_message
 
 __all__ = [
+    "APPLICATION_ID",
     "Counters",
+    "InteractionCall",
     "DiscordEmulator",
     "DiscordLimits",
     "DiscordValidationError",
@@ -133,6 +138,8 @@ class DiscordEmulator:
         self.faults = FaultPlan(seed)
         self._limiter = RateLimiter()
         self._state = EmulatorState(clock=self.clock, bot_token=bot_token)
+        # Discord's side of HTTP interactions: the application's key pair, signed requests out.
+        self.interactions = InteractionSender(self)
         #: The guild every webhook belongs to unless ``add_webhook`` names another.
         self.guild_id = self._state.snowflake()
         self._server: uvicorn.Server | None = None
@@ -341,6 +348,12 @@ class DiscordEmulator:
         with self._state.lock:
             self._state.closed_dms.discard(str(user_id))
 
+    def registered_commands(self, guild_id: str | int | None = None) -> list[dict[str, Any]]:
+        """The application commands registered globally (or in ``guild_id``), as Discord returns them."""
+        key = (self.interactions.application_id, str(guild_id) if guild_id is not None else None)
+        with self._state.lock:
+            return copy.deepcopy(self._state.commands.get(key, []))
+
     def dm_channel_id(self, user_id: str | int) -> str | None:
         """The DM channel opened for a user, if the relay opened one."""
         with self._state.lock:
@@ -445,6 +458,7 @@ class DiscordEmulator:
         buckets, limits, bot token); the server keeps running on the same port."""
         self._state.clear_records()
         self._state.clear_registrations()
+        self.interactions.clear()
         bot_token, limits, rate_limits = self._initial
         self.set_bot_token(bot_token)
         self.limits = limits

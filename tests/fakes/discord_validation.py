@@ -41,6 +41,7 @@ __all__ = [
     "embed_characters",
     "utf16_len",
     "validate_message",
+    "validate_request",
 ]
 
 MessageKind = Literal["webhook", "interaction", "channel", "edit"]
@@ -196,6 +197,32 @@ def _validator(kind: str, limits_content: int) -> Any:
         "$ref": f"#/components/schemas/{_SCHEMA_FOR_KIND[kind]}",
     }
     return _UTF16Validator(schema, format_checker=_FORMATS)
+
+
+@lru_cache(maxsize=16)
+def _request_validator(method: str, path: str) -> Any:
+    """The validator of one operation's JSON request body (``method`` ``""``: ``path`` names a
+    component schema instead), straight from the OpenAPI document."""
+    if method:
+        doc = json.loads(spec_path().read_text(encoding="utf-8"))
+        body = doc["paths"][path][method.lower()]["requestBody"]["content"]["application/json"]["schema"]
+    else:
+        body = {"$ref": f"#/components/schemas/{path}"}
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "components": _components(2000), **body}
+    return _UTF16Validator(schema, format_checker=_FORMATS)
+
+
+def validate_request(method: str, path: str, payload: Any) -> None:
+    """Raise :class:`DiscordValidationError` (400/50035 with Discord's ``errors`` tree) unless
+    ``payload`` is a body Discord's OpenAPI document accepts for ``method path`` (a spec path,
+    e.g. ``/applications/{application_id}/commands``); with ``method`` ``""``, ``path`` is the
+    name of a component schema (``PongInteractionCallbackRequest``)."""
+    errors: dict[str, Any] = {}
+    for error in _request_validator(method, path).iter_errors(payload):
+        for where, discord_error in _leaf_errors(error):
+            _nest(errors, where, discord_error)
+    if errors:
+        raise DiscordValidationError(400, {"code": 50035, "message": "Invalid Form Body", "errors": errors})
 
 
 # --------------------------------------------------------------------------- error mapping
