@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -60,6 +61,10 @@ class _TextBounded(_Strict):
 MAX_APPLIED_TAGS = 5
 
 
+# What Python's ``str.isspace`` calls blank, spelt so that JSON Schema (ECMA) regexes read it alike.
+BLANK_CHARS = r"\t\n\u000b\f\r \u001c-\u001f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
 class WebhookDestination(_Strict):
     """A channel webhook: the primary path, it never expires.
 
@@ -68,10 +73,19 @@ class WebhookDestination(_Strict):
     and every later message of that result goes into it.
     """
 
+    # The cross-field rules of ``_one_thread``, as JSON Schema says them (schema-driven clients and
+    # schemathesis read them): not both thread fields; tags only with a thread name.
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        {"anyOf": [{"properties": {"thread_name": {"type": "null"}}}, {"properties": {"thread_id": {"type": "null"}}}]},
+        {"anyOf": [{"properties": {"applied_tags": {"maxItems": 0}}},
+                   {"required": ["thread_name"], "properties": {"thread_name": {"type": "string"}}}]},
+    ]})
+
     type: Literal["webhook"]
     url: str = Field(max_length=512)
     thread_id: Snowflake | None = None
     thread_name: str | None = Field(default=None, min_length=1, max_length=100,
+                                    pattern=rf"^[^\u0000]*[^{BLANK_CHARS}\u0000][^\u0000]*$",
                                     description="forum/media channels: the post this result opens")
     applied_tags: list[Snowflake] | None = Field(default=None, max_length=MAX_APPLIED_TAGS,
                                                  description="forum tag ids of the new post (at most 5)")
@@ -81,7 +95,7 @@ class WebhookDestination(_Strict):
     @field_validator("thread_name")
     @classmethod
     def _visible_name(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
+        if value is not None and re.fullmatch(f"[{BLANK_CHARS}]*", value):
             raise ValueError("must not be blank: Discord needs a visible name for the forum post")
         return value
 

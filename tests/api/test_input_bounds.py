@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import httpx
@@ -227,3 +228,17 @@ def test_color_is_an_integer_as_json_schema_means_it(relay: Relay, color: Any, s
     if status == 202:
         content = relay.client.get(f"/v1/results/{resp.json()['id']}/content").json()
         assert content["color"] == 60 and isinstance(content["color"], int)
+
+
+
+@pytest.mark.parametrize(("name", "accepted"), [("   ", False), ("\x1c\x1d", False), ("\u3000\t", False),
+                                                ("\ufeff", True), (" a ", True)])
+def test_a_forum_post_name_is_blank_for_the_schema_and_the_relay_alike(relay: Relay, name: str,
+                                                                        accepted: bool) -> None:
+    """Blank by ``str.isspace`` is blank by the OpenAPI pattern too (ECMA's ``\\s`` differs: spelt out)."""
+    prop = relay.client.get("/openapi.json").json()["components"]["schemas"]["WebhookDestination"][
+        "properties"]["thread_name"]
+    [pattern] = [branch["pattern"] for branch in prop["anyOf"] if "pattern" in branch]
+    assert (re.search(pattern, name) is not None) is accepted
+    resp = relay.post_result(result_payload(route=[{"type": "webhook", "url": WEBHOOK_URL, "thread_name": name}]))
+    assert resp.status_code == (202 if accepted else 422), resp.text
