@@ -17,7 +17,7 @@ from relay_client import Backoff, RelayClient, webhook
 
 from tests.client.conftest import LiveRelay, start_relay
 from tests.conftest import wait_for
-from tests.fakes.discord import DiscordEmulator
+from tests.fakes.discord import DiscordEmulator, Limit, RateLimits
 from tests.support.procs import ROOT, free_port, relay_env
 
 pytestmark = pytest.mark.slow
@@ -28,8 +28,10 @@ QUICK = Backoff(base=0.05, cap=0.3)
 @pytest.fixture
 def relay(tmp_path: Path) -> LiveRelay:
     """A relay of this test alone (the tests kill it)."""
-    discord = DiscordEmulator(bot_token="bot").start()
-    live = start_relay(tmp_path, discord)
+    # Discord's per-channel cap (30 posts a minute) scaled to 30 per 6 s on both sides: forty results
+    # into one channel stay paced under it without a minute's wait.
+    discord = DiscordEmulator(bot_token="bot", rate_limits=RateLimits(webhook_channel=Limit(30, 6.0))).start()
+    live = start_relay(tmp_path, discord, channel_limit="30/6")
     yield live  # type: ignore[misc]
     live.proc.stop()
     discord.stop()
