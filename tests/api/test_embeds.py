@@ -7,7 +7,6 @@ Discord could never show them; stored so that every GET reads them back; deliver
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -15,14 +14,14 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from app.db import alembic_config
 from app.results import ResultStore
 from app.store import Database
 from delivery.split import decode_piece
 from tests.conftest import Relay, result_payload, wait_for
-from tests.support.db import fresh_pg_database, pg_url
+from tests.support.db import database_at
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5E"
                        "rkJggg==")
@@ -173,14 +172,7 @@ def test_stored_embeds_render_after_a_restart(make_relay: Callable[..., Relay], 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_migration_0004_upgrades_a_database_of_the_previous_schema(backend: str, tmp_path: Any) -> None:
-    with contextlib.ExitStack() as stack:
-        if backend == "sqlite":
-            url = f"sqlite:///{tmp_path}/old.db"
-        else:
-            url = pg_url(stack.enter_context(fresh_pg_database("relay_embeds")))
-        engine = create_engine(url)
-        stack.callback(engine.dispose)
-        command.upgrade(alembic_config(engine), "0003")
+    with database_at("0003", backend=backend, tmp_path=tmp_path, prefix="relay_embeds") as engine:
         now = datetime.now(UTC)
         with engine.begin() as conn:
             conn.execute(text(

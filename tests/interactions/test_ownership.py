@@ -3,7 +3,6 @@ kept to the tenants mapped to the application, named in the hand-off notice's ``
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,14 +10,14 @@ import httpx
 import pytest
 from alembic import command
 from pydantic import ValidationError
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select, text
 
 from app.db import alembic_config
 from app.settings import Settings
 from schemas.tables import ResultViewer
 from tests.conftest import Relay, result_payload, wait_for
 from tests.interactions.conftest import endpoint, status_of
-from tests.support.db import fresh_pg_database, pg_url
+from tests.support.db import database_at
 
 OWNER, FRIEND, STRANGER = "700000000000000011", "700000000000000012", "700000000000000013"
 
@@ -60,14 +59,7 @@ def test_interaction_user_id_is_a_snowflake(relay: Relay) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_migration_gives_old_results_their_dm_users(backend: str, tmp_path: Any) -> None:
-    with contextlib.ExitStack() as stack:
-        if backend == "sqlite":
-            url = f"sqlite:///{tmp_path}/old.db"
-        else:
-            url = pg_url(stack.enter_context(fresh_pg_database("relay_viewers")))
-        engine = create_engine(url)
-        stack.callback(engine.dispose)
-        command.upgrade(alembic_config(engine), "0003")
+    with database_at("0003", backend=backend, tmp_path=tmp_path, prefix="relay_viewers") as engine:
         now = datetime.now(UTC)
         with engine.begin() as conn:
             for rid, tenant in (("res_a", "default"), ("res_b", "acme")):
