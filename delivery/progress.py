@@ -138,8 +138,7 @@ class ProgressQueue(EngineStore):
             values["message_id"] = message_id
         with self._session(write=True) as session:
             if thread_id is not None:
-                state = session.scalar(select(ProgressMessage.state_json).where(ProgressMessage.id == row_id))
-                values["state_json"] = {**(state or {}), "thread_id": thread_id}
+                _mark_state(session, row_id, thread_id=thread_id)
             session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id).values(**values))
 
     def retry_later(self, row_id: int, at: datetime) -> None:
@@ -173,16 +172,21 @@ class ProgressQueue(EngineStore):
         return due
 
     def handoff_sent(self, row_id: int) -> None:
-        """Remember the notice went out (once per interaction).
-
-        The flag is merged into the row's state as it is now, under a row lock: the state read
-        when the notice was due may since have been replaced by a newer progress update, which
-        must not be written back over.
-        """
+        """Remember the notice went out (once per interaction)."""
         with self._session(write=True) as session:
-            row = session.scalar(select(ProgressMessage).where(ProgressMessage.id == row_id).with_for_update())
-            if row is not None:
-                row.state_json = {**row.state_json, "handoff_sent": True}
+            _mark_state(session, row_id, handoff_sent=True)
+
+
+def _mark_state(session: Any, row_id: int, **marks: Any) -> None:
+    """Merge the relay's own marks into a progress row's state as it is now, under a row lock.
+
+    A state read earlier may since have been replaced by a newer progress update (``app.progress``
+    keeps these marks across updates); writing that earlier state back would undo the update.
+    """
+    row = session.scalar(select(ProgressMessage).where(ProgressMessage.id == row_id).with_for_update())
+    if row is not None:
+        row.state_json = {**row.state_json, **marks}
+        session.flush()
 
 
 def _forum_thread(session: Any, row: ProgressMessage) -> str | None:
