@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.destinations import Target
 from app.store import Database, utcnow
+from delivery.progress import RELAY_STATE_MARKS
 from schemas.tables import ProgressMessage
 from store.errors import StoreUnavailable
 
@@ -65,7 +66,7 @@ def _upsert(session: Session, workflow_id: str, target: Target, state: dict[str,
         session.flush()
         return
     # What the relay (not the producer) wrote into the state survives an update.
-    keep = {k: row.state_json[k] for k in ("handoff_sent", "thread_id") if row.state_json.get(k)}
+    keep = {k: row.state_json[k] for k in RELAY_STATE_MARKS if row.state_json.get(k)}
     row.state_json = {**state, **keep}
     row.target_json = target.stored
     row.version += 1

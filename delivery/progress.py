@@ -35,6 +35,8 @@ INTERACTION_TTL = timedelta(minutes=15)
 LAST_SAFE_SEND = timedelta(seconds=5)  # never use a token this close to its end
 PROGRESS_RETRY = timedelta(seconds=2)
 BAR_CELLS = 12
+# What the relay, not the producer, writes into a progress row's state; a producer's update keeps them.
+RELAY_STATE_MARKS = ("handoff_sent", "thread_id")
 
 
 @dataclass(frozen=True)
