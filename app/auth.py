@@ -6,7 +6,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import ApiError
-from app.store import Producer
+from store.keys import KeyStore, Producer
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="result-relay"'}
 
@@ -17,13 +17,12 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-async def require_producer(request: Request) -> Producer:
+async def authenticate(request: Request, keys: KeyStore) -> Producer:
     """The authenticated key and its tenant; 401 without a valid key, 403 for a revoked one."""
     token = bearer_token(request)
     if token is None:
         raise ApiError(401, "unauthorized", "missing bearer token: send Authorization: Bearer <producer key>",
                        headers=_CHALLENGE)
-    keys = request.app.state.keys
     found = keys.cached(token) or await run_in_threadpool(keys.verify, token)
     if found is None:
         raise ApiError(401, "unauthorized", "unknown producer key", headers=_CHALLENGE)

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 import uvicorn
 from pydantic import ValidationError
 
-from app.db import SchemaOutdated, ensure_schema, migrate
 from app.logs import configure_logging
 from app.runtime import Runtime
 from app.settings import Settings
-from app.store import StoreUnavailable, check_tenant
 from schemas.tables import DEFAULT_TENANT
+from store.engine import SchemaOutdated, safe_url
+from store.errors import StoreUnavailable
+from store.keys import check_tenant
 
 log = logging.getLogger("relay.cli")
 
@@ -37,7 +38,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.main import create_app
 
     runtime = Runtime.build(settings)
-    ensure_schema(runtime.engine, settings)
+    runtime.db.ensure_schema()
     if runtime.keys.count_active() == 0:
         info, clear = runtime.keys.create(name="first-start")
         _out(f"No producer key existed; created {info.id}. Shown once, store it now:")
@@ -47,7 +48,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         _out("No admin credential existed; generated one for /admin. Shown once, store it now:")
         _out(f"  {admin_token}")
     base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
-    _out(f"result-relay listening on {base}  (API docs: {base}/docs, store: {_safe_url(settings)})")
+    _out(f"result-relay listening on {base}  (API docs: {base}/docs, store: {safe_url(settings.database_url)})")
     app = create_app(runtime=runtime)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_config=None, access_log=args.access_log,
                             timeout_graceful_shutdown=int(settings.shutdown_grace),
@@ -75,17 +76,11 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def _safe_url(settings: Settings) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(settings.database_url).render_as_string(hide_password=True)
-
-
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     """Apply every pending migration."""
     runtime = Runtime.build(settings)
-    migrate(runtime.engine)
-    log.info("schema is up to date (%s)", _safe_url(settings))
+    runtime.db.migrate()
+    log.info("schema is up to date (%s)", safe_url(settings.database_url))
     runtime.close()
     return 0
 
@@ -94,7 +89,7 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     """Create, list or revoke producer keys."""
     runtime = Runtime.build(settings)
     try:
-        ensure_schema(runtime.engine, settings)
+        runtime.db.ensure_schema()
         if args.keys_cmd == "create":
             info, clear = runtime.keys.create(name=args.name, tenant=args.tenant)
             sys.stderr.write(f"created producer key {info.id} ({info.name or 'unnamed'}) of tenant {info.tenant}; "

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.store import IdempotencyConflict, NotFound, StoreUnavailable
+from store.errors import IdempotencyConflict, NotFound, StoreUnavailable
 
 log = logging.getLogger("relay.api")
 RETRY_AFTER_S = 5

@@ -18,15 +18,17 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.destinations import InvalidDestination, Target, build_target
+from app.destinations import InvalidDestination, build_target
 from app.errors import ApiError, error_response, invalid, validation_details
 from app.secrets import Cipher
 from app.settings import Settings
-from app.store import NewAttachment, NewResult, Producer
 from schemas.api import EMPTY_FILE, DestinationIn, ResultIn, clean_filename
 from schemas.bounds import MAX_ATTACHMENTS, MAX_NESTING, check_body, check_media_type
 from schemas.embeds import attachment_refs
 from schemas.tables import DEFAULT_TENANT
+from schemas.targets import Target
+from store.keys import Producer
+from store.views import NewAttachment, NewResult
 
 _FILE_PART = re.compile(r"^files\[(\d{1,4})\]$")
 MAX_FORM_PARTS = 1000

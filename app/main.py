@@ -19,18 +19,17 @@ from starlette.concurrency import run_in_threadpool
 from app.admin import router as admin_router
 from app.api import destinations, health, metrics, progress, results, transcriptions
 from app.api.transcriptions import TranscriptionBodyLimit
-from app.db import ensure_schema
 from app.errors import install_error_handlers
 from app.interactions import open_interactions
 from app.interactions import router as interactions_router
 from app.openapi import install_openapi
-from app.results import retention_cutoffs
 from app.runtime import Runtime
 from app.settings import Settings
-from app.store import utcnow
 from app.transcriptions import start_transcription_service
 from app.workers import start_workers, wire_wakeups
 from delivery.supervise import supervise
+from store.results import retention_cutoffs
+from store.session import utcnow
 
 log = logging.getLogger("relay.app")
 
@@ -61,9 +60,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or Runtime.build(settings)
-        await run_in_threadpool(ensure_schema, rt.engine, settings)
+        await run_in_threadpool(rt.db.ensure_schema)
         app.state.runtime = rt
-        app.state.keys = rt.keys
         app.state.interactions, close_interactions = open_interactions(rt)
         workers = await start_workers(rt) if settings.run_workers else None
         app.state.transcriptions = await start_transcription_service(rt) if settings.run_workers else None

@@ -6,11 +6,11 @@ from urllib.parse import quote
 
 from fastapi.responses import StreamingResponse
 
-from app.destinations import public_destination
-from app.results import ResultStore
-from app.store import AttachmentMeta, DeliveryView, ResultContentView, ResultView
 from schemas.api import AttachmentOut, DeliveryOut, LastError, ResultContent, ResultOut
 from schemas.bounds import check_media_type
+from schemas.targets import public_destination
+from store.results import ResultStore
+from store.views import AttachmentMeta, DeliveryView, ResultContentView, ResultView
 
 # A producer's file is never a page of the relay: no sniffing it into HTML, and even if a browser
 # renders it (an uploaded text/html or image/svg+xml), no script, form or same-origin access.

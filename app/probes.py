@@ -15,9 +15,8 @@ import contextlib
 import json
 import logging
 
-from app.db import schema_revisions
 from app.runtime import Runtime
-from store.errors import StoreUnavailable, translated
+from store.errors import StoreUnavailable
 
 log = logging.getLogger("relay.probes")
 READ_TIMEOUT_S = 5.0
@@ -33,8 +32,7 @@ async def readiness(runtime: Runtime) -> tuple[int, dict[str, object]]:
     """``/readyz``: store reachable, schema current, workers running, no loop failing in a row."""
     checks: dict[str, str] = {}
     try:
-        with translated():
-            current, head = await asyncio.to_thread(schema_revisions, runtime.engine)
+        current, head = await asyncio.to_thread(runtime.db.schema_revisions)
         checks["store"] = "ok"
         checks["migrations"] = "ok" if current == head else f"at {current}, need {head}: run relay migrate"
     except StoreUnavailable as exc:

@@ -15,7 +15,8 @@ import re
 
 from cryptography.fernet import Fernet, InvalidToken
 
-MASK = "••••"
+from schemas.targets import MASK
+
 _ENC_PREFIX = "enc:v1:"
 _WEBHOOK_TOKEN = re.compile(r"(/webhooks/\d+/)[^/?#\s\"']+")
 _BOT_HEADER = re.compile(r"(Bot\s+)[A-Za-z0-9._-]+")

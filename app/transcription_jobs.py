@@ -8,13 +8,12 @@ decided here and tested without a database or a model.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
-from app.destinations import Target
-from app.store import NewAttachment, NewResult, as_utc
+from schemas.targets import Target
+from store.transcriptions import Job
+from store.views import NewAttachment, NewResult
 from transcription import MEDIA_TYPES, TranscribeOptions, Transcript, to_srt, to_txt, to_vtt
 
 MAX_ATTEMPTS = 2
@@ -23,89 +22,11 @@ SUMMARY_LINES = 3
 SUMMARY_CHARS = 600
 
 
-@dataclass(frozen=True)
-class NewTranscription:
-    """An accepted upload, validated and probed, about to be stored."""
-
-    key_id: str
-    tenant: str
-    filename: str
-    content_type: str
-    audio: bytes
-    duration: float
-    options: dict[str, Any]
-    request: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Job:
-    """A claimed job: what the service needs to run it (the audio is read separately, in pieces)."""
-
-    id: str
-    key_id: str
-    tenant: str
-    filename: str
-    attempts: int
-    options: dict[str, Any]
-    request: dict[str, Any]
-    duration: float | None
-
-    @property
-    def idempotency_key(self) -> str:
-        """The key of the one Result this job may ever create."""
-        return f"transcription:{self.id}"
-
-    def transcribe_options(self) -> TranscribeOptions:
-        """The engine's options from what the producer asked for."""
-        o = self.options
-        return TranscribeOptions(language=o.get("language"), task=o.get("task", "transcribe"),
-                                 vad_filter=bool(o.get("vad_filter")), word_timestamps=bool(o.get("word_timestamps")))
-
-    def targets(self) -> list[Target]:
-        """The route as validated at upload time (tokens already encrypted when a secret key is set)."""
-        return [Target(key=t["key"], kind=t["kind"], label=t["label"], stored=t["stored"], tenant=self.tenant)
-                for t in self.request["targets"]]
-
-    def audio_suffix(self) -> str:
-        """The upload's extension, if it is a plain one: some demuxers use it as a hint."""
-        suffix = PurePath(self.filename).suffix
-        return suffix if 1 < len(suffix) <= 8 and suffix[1:].isalnum() else ""
-
-
-@dataclass(frozen=True)
-class TranscriptionView:
-    """A job as ``GET /v1/transcriptions/{id}`` shows it (no audio, no route secrets)."""
-
-    id: str
-    status: str
-    filename: str
-    size: int
-    duration: float | None
-    processed: float
-    language: str | None
-    result_id: str | None
-    error: str | None
-    attempts: int
-    workflow_id: str | None
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def progress(self) -> float:
-        """Seconds processed over seconds of audio, 0..1."""
-        if self.status == "done":
-            return 1.0
-        if not self.duration:
-            return 0.0
-        return max(0.0, min(1.0, self.processed / self.duration))
-
-    @classmethod
-    def from_row(cls, row: Any) -> TranscriptionView:
-        """From a row of the table's columns."""
-        return cls(id=row.id, status=row.status, filename=row.filename, size=row.size, duration=row.duration,
-                   processed=row.processed, language=row.language, result_id=row.result_id, error=row.error,
-                   attempts=row.attempts, workflow_id=(row.request_json or {}).get("workflow_id"),
-                   created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at))  # type: ignore[arg-type]
+def transcribe_options(job: Job) -> TranscribeOptions:
+    """The engine's options from what the producer asked for."""
+    o = job.options
+    return TranscribeOptions(language=o.get("language"), task=o.get("task", "transcribe"),
+                             vad_filter=bool(o.get("vad_filter")), word_timestamps=bool(o.get("word_timestamps")))
 
 
 def request_json(*, targets: list[Target], mode: str, workflow_id: str | None, title: str | None,

@@ -26,26 +26,15 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol
 
-from sqlalchemy import and_, func, or_, select, update
-
-from app.ids import new_id
 from app.runtime import Runtime
-from app.store import Database, NotFound, StoreUnavailable, utcnow
-from app.transcription_jobs import (
-    MAX_ATTEMPTS,
-    Job,
-    NewTranscription,
-    TranscriptionView,
-    failure_result,
-    transcript_result,
-)
+from app.transcription_jobs import MAX_ATTEMPTS, failure_result, transcribe_options, transcript_result
 from delivery.supervise import supervise
-from schemas.tables import Result, Transcription
+from store.errors import StoreUnavailable
+from store.transcriptions import AudioMissing, Job
 from transcription import (
     EngineClosed,
     InvalidAudio,
@@ -59,147 +48,6 @@ from transcription import (
 log = logging.getLogger("relay.transcriptions")
 
 PROGRESS_INTERVAL_S = 0.5  # at most one progress write per job per this many seconds
-AUDIO_CHUNK = 4 * 1024 * 1024  # the audio leaves the database in pieces, never as one huge read
-_CLAIMABLE_COLUMNS = (Transcription.id, Transcription.key_id, Transcription.tenant, Transcription.filename,
-                      Transcription.attempts, Transcription.options_json, Transcription.request_json,
-                      Transcription.duration)
-
-
-class TranscriptionStore:
-    """The ``transcriptions`` table: accept, claim, heartbeat, finish. The database is injected."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._postgres = db.engine.dialect.name == "postgresql"
-
-    def create(self, new: NewTranscription) -> str:
-        """Store a job with its audio; returns its id once the transaction has committed."""
-        now = utcnow()
-        row = Transcription(
-            id=new_id("tr"), key_id=new.key_id, tenant=new.tenant, status="queued", filename=new.filename,
-            content_type=new.content_type, size=len(new.audio), audio=new.audio, duration=new.duration,
-            options_json=new.options, request_json=new.request, created_at=now, updated_at=now)
-        with self._db.session(write=True) as session:
-            session.add(row)
-        return row.id
-
-    def get(self, tr_id: str, *, tenant: str | None = None) -> TranscriptionView:
-        """A job's state without its audio; ``NotFound`` for an unknown id or one of another tenant."""
-        columns = [c for c in Transcription.__table__.columns if c.name != "audio"]
-        query = select(*columns).where(Transcription.id == tr_id)
-        if tenant is not None:
-            query = query.where(Transcription.tenant == tenant)
-        with self._db.session() as session:
-            row = session.execute(query).first()
-        if row is None:
-            raise NotFound(tr_id)
-        return TranscriptionView.from_row(row)
-
-    @staticmethod
-    def _claimable(now: Any) -> Any:
-        """Queued jobs, and running ones whose worker stopped renewing its lease (crashed)."""
-        expired = or_(Transcription.lease_expires_at.is_(None), Transcription.lease_expires_at < now)
-        return and_(Transcription.result_id.is_(None),
-                    or_(Transcription.status == "queued", and_(Transcription.status == "running", expired)))
-
-    def claim(self, owner: str, *, lease_s: float) -> Job | None:
-        """Lease the oldest claimable job to ``owner`` and count the attempt; None when there is none.
-
-        A read-only look comes first so an idle poll never takes SQLite's write lock, which the
-        delivery workers need far more often than this loop does.
-        """
-        now = utcnow()
-        with self._db.session() as session:
-            if session.scalar(select(Transcription.id).where(self._claimable(now)).limit(1)) is None:
-                return None
-        query = select(*_CLAIMABLE_COLUMNS).where(self._claimable(now)) \
-            .order_by(Transcription.created_at, Transcription.id).limit(1)
-        if self._postgres:
-            query = query.with_for_update(skip_locked=True)
-        with self._db.session(write=True) as session:
-            row = session.execute(query).first()
-            if row is None:
-                return None
-            session.execute(update(Transcription).where(Transcription.id == row.id).values(
-                status="running", attempts=row.attempts + 1, lease_owner=owner,
-                lease_expires_at=now + _seconds(lease_s), processed=0.0, updated_at=now))
-        return Job(id=row.id, key_id=row.key_id, tenant=row.tenant, filename=row.filename, attempts=row.attempts + 1,
-                   options=dict(row.options_json), request=dict(row.request_json), duration=row.duration)
-
-    def write_audio(self, tr_id: str, path: Path) -> int:
-        """Copy a job's audio into ``path`` piece by piece; returns the bytes written."""
-        written = 0
-        with path.open("wb") as out:
-            while True:
-                with self._db.session() as session:
-                    piece = session.scalar(select(func.substr(Transcription.audio, written + 1, AUDIO_CHUNK))
-                                           .where(Transcription.id == tr_id))
-                if not piece:
-                    break
-                out.write(piece)
-                written += len(piece)
-                if len(piece) < AUDIO_CHUNK:
-                    break
-        if written == 0:
-            raise InvalidAudio("the stored audio is missing (it was already deleted)")
-        return written
-
-    def heartbeat(self, tr_id: str, owner: str, *, processed: float, duration: float | None,
-                  lease_s: float) -> bool:
-        """Record progress and extend the lease; False when ``owner`` no longer holds the job."""
-        now = utcnow()
-        values: dict[str, Any] = {"processed": processed, "lease_expires_at": now + _seconds(lease_s),
-                                  "updated_at": now}
-        if duration:
-            values["duration"] = duration
-        with self._db.session(write=True) as session:
-            done = session.execute(update(Transcription).where(
-                Transcription.id == tr_id, Transcription.lease_owner == owner, Transcription.status == "running",
-            ).values(**values))
-            return bool(done.rowcount)  # type: ignore[attr-defined]
-
-    def existing_result(self, key_id: str, idempotency_key: str) -> str | None:
-        """The Result an earlier attempt already stored (it crashed before marking the job done)."""
-        with self._db.session() as session:
-            return session.scalar(select(Result.id).where(Result.key_id == key_id,
-                                                          Result.idempotency_key == idempotency_key))
-
-    def finish(self, tr_id: str, *, status: str, result_id: str | None, error: str | None = None,
-               language: str | None = None, duration: float | None = None, keep_audio: bool = False) -> None:
-        """Mark a job ``done`` or ``failed``; the audio goes unless ``RELAY_KEEP_AUDIO`` keeps it."""
-        values: dict[str, Any] = {"status": status, "result_id": result_id, "error": error,
-                                  "lease_owner": None, "lease_expires_at": None, "updated_at": utcnow()}
-        if language is not None:
-            values["language"] = language[:16]
-        if duration is not None:
-            values["duration"] = values["processed"] = duration
-        if not keep_audio:
-            values["audio"] = None
-        with self._db.session(write=True) as session:
-            session.execute(update(Transcription).where(Transcription.id == tr_id).values(**values))
-
-    def requeue(self, tr_id: str, owner: str, *, count_attempt: bool, error: str | None = None) -> None:
-        """Put a job back in the queue; an attempt cut short by our own shutdown does not count."""
-        values: dict[str, Any] = {"status": "queued", "lease_owner": None, "lease_expires_at": None,
-                                  "processed": 0.0, "updated_at": utcnow(), "error": error}
-        if not count_attempt:
-            values["attempts"] = Transcription.attempts - 1
-        with self._db.session(write=True) as session:
-            session.execute(update(Transcription).where(
-                Transcription.id == tr_id, Transcription.lease_owner == owner).values(**values))
-
-    def release_owned(self, owner: str) -> int:
-        """Shutdown sweep: every job ``owner`` still holds goes back to the queue, the attempt uncounted."""
-        with self._db.session(write=True) as session:
-            done = session.execute(update(Transcription).where(
-                Transcription.lease_owner == owner, Transcription.status == "running").values(
-                status="queued", lease_owner=None, lease_expires_at=None, processed=0.0,
-                attempts=Transcription.attempts - 1, updated_at=utcnow()))
-            return int(done.rowcount)  # type: ignore[attr-defined]
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
 
 
 class Engine(Protocol):
@@ -238,7 +86,7 @@ class TranscriptionService:
     def __init__(self, runtime: Runtime, *, engine_factory: Callable[[], Engine] | None = None) -> None:
         settings = runtime.settings
         self._runtime = runtime
-        self.store = TranscriptionStore(runtime.db)
+        self.store = runtime.transcriptions
         self.owner = f"tr-{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         self._factory = engine_factory or (lambda: TranscriptionEngine(
             settings.whisper_model, settings.whisper_device, settings.transcription_workers))
@@ -368,8 +216,11 @@ class TranscriptionService:
         heartbeat = asyncio.create_task(self._heartbeat(job, progress), name=f"transcription-heartbeat-{job.id}")
         try:
             path = directory / f"audio{job.audio_suffix()}"
-            await asyncio.to_thread(self.store.write_audio, job.id, path)
-            return await engine.transcribe(path, job.transcribe_options(), on_progress=progress.update)
+            try:
+                await asyncio.to_thread(self.store.write_audio, job.id, path)
+            except AudioMissing as exc:
+                raise InvalidAudio(str(exc)) from None
+            return await engine.transcribe(path, transcribe_options(job), on_progress=progress.update)
         finally:
             heartbeat.cancel()
             await asyncio.wait([heartbeat])

@@ -24,16 +24,15 @@ from app.destinations import parse_webhook_url
 from app.runtime import Runtime
 from app.settings import Settings
 from delivery import metrics
-from delivery.alerts import AlertLoop, AlertStore
-from delivery.channels import ChannelStore, PaceLimit
-from delivery.progress import ProgressQueue, ProgressWorker
-from delivery.queue import DeliveryQueue
+from delivery.alerts import AlertLoop
+from delivery.progress import ProgressWorker
 from delivery.render import Limits
 from delivery.supervise import backoff_delay, supervise
 from delivery.transport import TIMEOUT, DiscordTransport, make_client
 from delivery.webhook_send import ChannelPacing
 from delivery.worker import DeliveryWorker, WorkerConfig
-from store.errors import StoreUnavailable, translated
+from schemas.work import PaceLimit
+from store.errors import StoreUnavailable
 from store.notify import PgListener, PgNotifier
 from store.presence import FilePresence, PgPresence, Presence, new_owner_id, pg_application_name
 
@@ -109,16 +108,16 @@ def build_workers(runtime: Runtime, client: httpx.AsyncClient, *,
     def reveal(stored: str) -> str:
         return runtime.cipher.decrypt(stored).reveal()
 
-    channels = ChannelStore(runtime.engine)
+    channels = runtime.channels
     limit = channel_limit(settings.channel_limit)
     if limit is not None:
         transport.pacing = ChannelPacing(channels, limit, max_wait_s=settings.channel_wait_max)
-    queue = DeliveryQueue(runtime.engine)
+    queue = runtime.deliveries
     alerts = alert_loop(runtime, transport)
     queue.record_alerts = alerts is not None
     worker = DeliveryWorker(queue, transport, reveal, worker_config(settings),
                             presence=presence, monitor=runtime.loops, channels=channels)
-    progress = ProgressWorker(ProgressQueue(runtime.engine), transport, reveal, owner=worker.owner,
+    progress = ProgressWorker(runtime.progress_queue, transport, reveal, owner=worker.owner,
                               interaction_margin_s=settings.interaction_margin, lease_s=settings.lease_seconds,
                               monitor=runtime.loops,
                               pickup_command=PICKUP_COMMAND if settings.interactions_enabled else None)
@@ -132,7 +131,7 @@ def alert_loop(runtime: Runtime, transport: DiscordTransport) -> AlertLoop | Non
         return None
     webhook_id, token, _thread = parse_webhook_url(settings.alert_webhook.get_secret_value(),
                                                    settings.discord_api_base)
-    return AlertLoop(AlertStore(runtime.engine), transport, webhook_id=webhook_id, token=lambda: token,
+    return AlertLoop(runtime.alerts, transport, webhook_id=webhook_id, token=lambda: token,
                      window_s=settings.alert_window, admin_url=settings.public_url)
 
 
@@ -147,12 +146,12 @@ async def start_workers(runtime: Runtime) -> Workers:
     closers: list[Callable[[], None]] = []
     presence: Presence | None = None
     wake_target: list[DeliveryWorker] = []
-    if runtime.engine.dialect.name == "postgresql":
+    if runtime.db.postgres:
         owner = new_owner_id(presence=True)
         listener = PgListener(settings.database_url, lambda: wake_target[0].wake() if wake_target else None,
                               application_name=pg_application_name(owner), on_error=_count_errors("listen"))
         closers.append(listener.close)
-        presence = PgPresence(runtime.engine, owner, lambda: listener.connected)
+        presence = PgPresence(runtime.db, owner, lambda: listener.connected)
         await asyncio.to_thread(listener.wait_connected, PRESENCE_WAIT_S)  # usually instant; never required
     elif settings.sqlite_path is not None:
         file_presence = FilePresence.beside(settings.sqlite_path, new_owner_id(presence=True))
@@ -184,10 +183,10 @@ async def _run_loops(worker: DeliveryWorker, progress: ProgressWorker, alerts: A
 def wire_wakeups(runtime: Runtime, workers: Workers | None) -> Callable[[], None]:
     """What ``runtime.wake_workers`` does: wake the local loop, and other replicas via NOTIFY."""
     local = workers.worker.wake if workers else (lambda: None)
-    if runtime.engine.dialect.name != "postgresql":
+    if not runtime.db.postgres:
         runtime.wake_workers = local
         return lambda: None
-    notifier = PgNotifier(runtime.engine, on_error=_count_errors("notify"))
+    notifier = PgNotifier(runtime.db, on_error=_count_errors("notify"))
 
     def wake() -> None:
         local()
@@ -203,13 +202,10 @@ def _wait_for_store(runtime: Runtime, settings: Settings, stop: threading.Event)
     Returns False if asked to stop first. An outdated schema is not retried: it raises
     ``SchemaOutdated`` and ``relay`` exits 2 — the one way a worker cannot start.
     """
-    from app.db import ensure_schema
-
     failures = 0
     while True:
         try:
-            with translated():
-                ensure_schema(runtime.engine, settings)
+            runtime.db.ensure_schema()
             return True
         except StoreUnavailable as exc:
             failures += 1

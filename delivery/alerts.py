@@ -21,80 +21,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
 from delivery import metrics
 from delivery.errors import ChannelBusy, CloudflareBanned, DeliveryError, Permanent, Transient
-from delivery.queue import EngineStore, utcnow
+from delivery.ports import AlertStore
 from delivery.transport import DiscordTransport
-from schemas.tables import AlertEvent, ConfigEntry
+from schemas.work import PendingAlert
+from store.session import utcnow
 
 log = logging.getLogger("relay.alerts")
 
-WINDOW_KEY = "alerts.window_started_at"
 DESCRIPTION_LIMIT = 4000  # of Discord's 4096 per embed description, with room for the "more" line
-MAX_EVENTS_READ = 500
 LINE_LIMIT = 600
 ALERT_COLOR = 0xED4245
-
-
-@dataclass(frozen=True)
-class PendingAlert:
-    """An event waiting for a digest."""
-
-    id: int
-    kind: str
-    group_key: str
-    text: str
-
-
-class AlertStore(EngineStore):
-    """The alert events and the window every replica shares."""
-
-    def add(self, kind: str, group_key: str, text: str) -> None:
-        """Record an event that has no transaction of its own (a Cloudflare ban)."""
-        with self._session(write=True) as session:
-            session.add(AlertEvent(at=utcnow(), kind=kind, group_key=group_key[:300], text=text, detail_json={}))
-
-    def pending(self, limit: int = MAX_EVENTS_READ) -> list[PendingAlert]:
-        """Events no digest carried yet, oldest first."""
-        with self._session() as session:
-            rows = session.execute(select(AlertEvent.id, AlertEvent.kind, AlertEvent.group_key, AlertEvent.text)
-                                   .where(AlertEvent.sent_at.is_(None)).order_by(AlertEvent.id).limit(limit)).all()
-        return [PendingAlert(*row) for row in rows]
-
-    def take_window(self, window_s: float) -> bool:
-        """True when this replica may send the window's one digest (compare-and-set on the window start)."""
-        now = utcnow()
-        insert = pg_insert if self._postgres else sqlite_insert
-        with self._session(write=True) as session:
-            session.execute(insert(ConfigEntry).values(key=WINDOW_KEY, value="0", updated_at=now)
-                            .on_conflict_do_nothing(index_elements=["key"]))
-            current = session.scalar(select(ConfigEntry.value).where(ConfigEntry.key == WINDOW_KEY))
-            if current is not None and now.timestamp() - float(current) < window_s:
-                return False
-            taken = session.execute(update(ConfigEntry).where(ConfigEntry.key == WINDOW_KEY,
-                                                              ConfigEntry.value == current)
-                                    .values(value=repr(now.timestamp()), updated_at=now))
-            return bool(taken.rowcount)  # type: ignore[attr-defined]
-
-    def window_left(self, window_s: float) -> float:
-        """Seconds until the next digest may go."""
-        with self._session() as session:
-            current = session.scalar(select(ConfigEntry.value).where(ConfigEntry.key == WINDOW_KEY))
-        return max(0.0, float(current or 0) + window_s - utcnow().timestamp())
-
-    def mark(self, ids: Sequence[int]) -> None:
-        """These events went out (or can never go out): no digest carries them again."""
-        if ids:
-            with self._session(write=True) as session:
-                session.execute(update(AlertEvent).where(AlertEvent.id.in_(list(ids))).values(sent_at=utcnow()))
 
 
 def digest(events: Sequence[PendingAlert], *, admin_url: str | None) -> tuple[dict[str, Any], list[int]]:

@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from delivery.limits import FilePart, Limits
 from delivery.split import ZWSP, Cutter, discord_trim, utf16_len
+from schemas.messages import FilePart, Limits
 
 __all__ = ["NativeMessage", "layout_native", "sendable"]
 

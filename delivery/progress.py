@@ -17,43 +17,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
-
 from delivery.errors import ChannelBusy, CloudflareBanned, DeliveryError, Permanent, Transient
-from delivery.queue import EngineStore, utcnow
+from delivery.ports import ProgressStore
 from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport
-from schemas.tables import Delivery, Destination, ProgressMessage, Result
+from schemas.messages import INTERACTION_TTL, LAST_SAFE_SEND
+from schemas.work import ProgressWork
+from store.session import utcnow
 
 log = logging.getLogger("relay.progress")
 
-INTERACTION_TTL = timedelta(minutes=15)
-LAST_SAFE_SEND = timedelta(seconds=5)  # never use a token this close to its end
 PROGRESS_RETRY = timedelta(seconds=2)
 BAR_CELLS = 12
-# What the relay, not the producer, writes into a progress row's state; a producer's update keeps them.
-RELAY_STATE_MARKS = ("handoff_sent", "thread_id")
-
-
-@dataclass(frozen=True)
-class ProgressWork:
-    """A progress row claimed for sending."""
-
-    id: int
-    workflow_id: str
-    destination_key: str
-    kind: str
-    target: dict[str, Any]
-    state: dict[str, Any]
-    version: int
-    message_id: str | None
-    done: bool
-    thread_id: str | None = None  # the forum post its message lives in (created by it or by the result)
-    channel_id: str | None = None  # the webhook's channel, once learned: a new progress post takes a slot of it
 
 
 def describe_destination(kind: str | None) -> str:
@@ -98,115 +76,10 @@ def progress_payload(state: dict[str, Any], *, done: bool, workflow_id: str) -> 
     return {"embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
-class ProgressQueue(EngineStore):
-    """Store side of progress messages and hand-off notices."""
-
-    def claim(self, owner: str, *, limit: int, lease_s: float) -> list[ProgressWork]:
-        """Progress rows with a newer state than Discord shows, whose destination has no due result."""
-        now = utcnow()
-        busy = exists().where(Delivery.destination_key == ProgressMessage.destination_key,
-                              Delivery.status == "pending", Delivery.next_attempt_at <= now)
-        query = (select(ProgressMessage)
-                 .where(ProgressMessage.version > ProgressMessage.sent_version,
-                        or_(ProgressMessage.next_attempt_at.is_(None), ProgressMessage.next_attempt_at <= now),
-                        or_(ProgressMessage.lease_owner.is_(None), ProgressMessage.lease_expires_at < now),
-                        ~busy)
-                 .order_by(ProgressMessage.updated_at).limit(limit))
-        if self._postgres:
-            query = query.with_for_update(skip_locked=True)
-        with self._session(write=True) as session:
-            rows = session.scalars(query).all()
-            for row in rows:
-                row.lease_owner, row.lease_expires_at = owner, now + timedelta(seconds=lease_s)
-            keys = [r.destination_key for r in rows if r.kind == "webhook"]
-            channels: dict[str, str] = {key: channel for key, channel in session.execute(
-                select(Destination.key, Destination.channel_id).where(
-                    Destination.key.in_(keys), Destination.channel_id.is_not(None)))} if keys else {}
-            return [ProgressWork(id=r.id or 0, workflow_id=r.workflow_id, destination_key=r.destination_key,
-                                 kind=r.kind, target=dict(r.target_json), state=dict(r.state_json), version=r.version,
-                                 message_id=r.message_id, done=r.done, thread_id=_forum_thread(session, r),
-                                 channel_id=channels.get(r.destination_key))
-                    for r in rows]
-
-    def sent(self, row_id: int, *, version: int, message_id: str | None, failed: str | None = None,
-             thread_id: str | None = None) -> None:
-        """Discord shows ``version`` now (or gave up with ``failed``); release the lease.
-
-        ``thread_id``: the forum post the message just created; its edits (and the result) go there.
-        """
-        values: dict[str, Any] = {"sent_version": version, "lease_owner": None, "lease_expires_at": None,
-                                  "next_attempt_at": None, "failed_reason": failed}
-        if message_id is not None:
-            values["message_id"] = message_id
-        with self._session(write=True) as session:
-            if thread_id is not None:
-                _mark_state(session, row_id, thread_id=thread_id)
-            session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id).values(**values))
-
-    def retry_later(self, row_id: int, at: datetime) -> None:
-        """A transient failure: try the newest state again at ``at``."""
-        with self._session(write=True) as session:
-            session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id)
-                            .values(lease_owner=None, lease_expires_at=None, next_attempt_at=at))
-
-    def due_handoffs(self, *, margin_s: float) -> list[ProgressWork]:
-        """Interaction progress rows whose token is in its last ``margin_s`` and whose workflow has no result yet.
-
-        The token's creation time rides in the stored target; rows are few (one per running
-        interaction), so the time window is checked here rather than in SQL.
-        """
-        now = utcnow()
-        delivered = exists().where(Result.workflow_id == ProgressMessage.workflow_id,
-                                   Result.status.in_(("delivered", "picked_up")))
-        with self._session() as session:
-            rows = session.scalars(select(ProgressMessage).where(
-                ProgressMessage.kind == "interaction", ProgressMessage.done.is_(False), ~delivered)).all()
-        due = []
-        for r in rows:
-            if r.state_json.get("handoff_sent"):
-                continue
-            created = datetime.fromisoformat(r.target_json["created_at"])
-            start = created + INTERACTION_TTL - timedelta(seconds=margin_s)
-            if start <= now < created + INTERACTION_TTL - LAST_SAFE_SEND:
-                due.append(ProgressWork(id=r.id or 0, workflow_id=r.workflow_id, destination_key=r.destination_key,
-                                        kind=r.kind, target=dict(r.target_json), state=dict(r.state_json),
-                                        version=r.version, message_id=r.message_id, done=r.done))
-        return due
-
-    def handoff_sent(self, row_id: int) -> None:
-        """Remember the notice went out (once per interaction)."""
-        with self._session(write=True) as session:
-            _mark_state(session, row_id, handoff_sent=True)
-
-
-def _mark_state(session: Any, row_id: int, **marks: Any) -> None:
-    """Merge the relay's own marks into a progress row's state as it is now, under a row lock.
-
-    A state read earlier may since have been replaced by a newer progress update (``app.progress``
-    keeps these marks across updates); writing that earlier state back would undo the update.
-    """
-    row = session.scalar(select(ProgressMessage).where(ProgressMessage.id == row_id).with_for_update())
-    if row is not None:
-        row.state_json = {**row.state_json, **marks}
-        session.flush()
-
-
-def _forum_thread(session: Any, row: ProgressMessage) -> str | None:
-    """The forum post of a progress row: the one its message opened, or the one its result's delivery did."""
-    if row.state_json.get("thread_id"):
-        return str(row.state_json["thread_id"])
-    if not row.target_json.get("thread_name"):
-        return None
-    thread = session.scalar(select(Delivery.thread_id).join(Result, Result.id == Delivery.result_id).where(
-        Result.workflow_id == row.workflow_id, Delivery.destination_key == row.destination_key,
-        Delivery.thread_id.is_not(None)).limit(1))
-    return str(thread) if thread else None
-
-
 class ProgressWorker:
     """Sends the newest progress state of each (workflow, destination) and the hand-off notices."""
 
-    def __init__(self, queue: ProgressQueue, transport: DiscordTransport, reveal: Callable[[str], str], *,
+    def __init__(self, queue: ProgressStore, transport: DiscordTransport, reveal: Callable[[str], str], *,
                  owner: str, interaction_margin_s: float, interval_s: float = 0.5, lease_s: float = 30.0,
                  concurrency: int = 8, monitor: LoopMonitor | None = None,
                  pickup_command: str | None = None) -> None:

@@ -13,20 +13,12 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+
+from schemas.messages import BucketState
 
 # Clocks of Discord and of this host differ a little; waking a hair late costs nothing, early costs a 429.
 SAFETY_S = 0.05
 BOT_GLOBAL_PER_SECOND = 50
-
-
-@dataclass
-class BucketState:
-    """What Discord said about one route key's bucket."""
-
-    bucket: str | None = None
-    remaining: int | None = None
-    reset_at: float = 0.0  # epoch seconds
 
 
 def _float(headers: Mapping[str, str], name: str) -> float | None:

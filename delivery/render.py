@@ -38,7 +38,9 @@ import re
 import shlex
 from typing import Any
 
-from delivery.limits import (
+from delivery.native import layout_native
+from delivery.split import ZWSP, Cutter, decode_piece, discord_trim, truncate, utf16_len
+from schemas.messages import (
     AttachmentRef,
     Destination,
     Field,
@@ -48,8 +50,6 @@ from delivery.limits import (
     RenderInput,
     smaller,
 )
-from delivery.native import layout_native
-from delivery.split import ZWSP, Cutter, decode_piece, discord_trim, truncate, utf16_len
 
 __all__ = [
     "ALLOWED_PAYLOAD_KEYS",

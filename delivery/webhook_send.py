@@ -27,9 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from delivery import metrics
-from delivery.channels import ChannelStore, PaceLimit
 from delivery.errors import ChannelBusy, CloudflareBanned, DeliveryError, ShuttingDown
+from delivery.ports import ChannelStore
 from delivery.transport import DiscordTransport, OutgoingFile
+from schemas.work import PaceLimit
 
 log = logging.getLogger("relay.delivery")
 

@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from delivery import metrics
-from delivery.channels import ChannelStore
 from delivery.classify import PAYLOAD_BUG_CODES
 from delivery.errors import (
     ChannelBusy,
@@ -38,14 +37,17 @@ from delivery.errors import (
     TooLarge,
     Transient,
 )
-from delivery.progress import LAST_SAFE_SEND, handoff_text
-from delivery.queue import AttachmentMissing, ClaimedDestination, DeliveryQueue, Finished, StoredPlan, Work, utcnow
+from delivery.ports import ChannelStore, DeliveryStore
+from delivery.progress import handoff_text
 from delivery.render import SUPPRESS_NOTIFICATIONS, Limits, MessagePlan, RenderInput, render, smaller
 from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport, OutgoingFile
 from delivery.webhook_send import ChannelState, WebhookSender
-from store.errors import StoreUnavailable
+from schemas.messages import LAST_SAFE_SEND
+from schemas.work import ClaimedDestination, Finished, StoredPlan, Work
+from store.errors import AttachmentMissing, StoreUnavailable
 from store.presence import Presence, new_owner_id
+from store.session import utcnow
 
 log = logging.getLogger("relay.delivery")
 
@@ -85,7 +87,7 @@ class DeliveryWorker:
     ``channels`` (optional) is where webhook channels are learned and paced (``delivery.channels``).
     """
 
-    def __init__(self, queue: DeliveryQueue, transport: DiscordTransport, reveal: Callable[[str], str],
+    def __init__(self, queue: DeliveryStore, transport: DiscordTransport, reveal: Callable[[str], str],
                  config: WorkerConfig, *, owner: str | None = None, presence: Presence | None = None,
                  monitor: LoopMonitor | None = None, channels: ChannelStore | None = None) -> None:
         self._queue, self._transport, self._reveal, self._config = queue, transport, reveal, config

@@ -15,8 +15,10 @@ import threading
 from collections.abc import Callable
 
 import psycopg
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+
+from store.session import Database
 
 log = logging.getLogger("relay.notify")
 
@@ -34,8 +36,8 @@ def _ignore(_: BaseException) -> None:
 class PgNotifier:
     """Sends ``NOTIFY relay_work`` from a background thread; bursts of wake-ups coalesce into one."""
 
-    def __init__(self, engine: Engine, *, on_error: ErrorHook = _ignore) -> None:
-        self._engine = engine
+    def __init__(self, db: Database, *, on_error: ErrorHook = _ignore) -> None:
+        self._engine = db.engine
         self._on_error = on_error
         self._pending = threading.Event()
         self._closed = False

@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
-from store.errors import translated
+from store.session import Database, translated
 
 PRESENCE_MARK = ":p"
 PG_APP_PREFIX = "relay:"
@@ -136,9 +136,9 @@ class PgPresence:
 
     confirm_s = 2.0
 
-    def __init__(self, engine: Engine, owner: str, connected: Callable[[], bool]) -> None:
+    def __init__(self, db: Database, owner: str, connected: Callable[[], bool]) -> None:
         self.owner = owner
-        self._engine = engine
+        self._engine = db.engine
         self._connected = connected
 
     def alive(self) -> bool:

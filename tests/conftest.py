@@ -14,10 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import create_engine
 
-from app.db import migrate
 from app.main import create_app
 from app.runtime import Runtime
 from app.settings import Settings
+from store.engine import migrate
 from tests.support.db import fresh_pg_database, pg_url, truncate_all
 from tests.support.server import LiveServer
 

@@ -16,9 +16,9 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
-from app.admin_store import HourBucket
 from app.settings import Settings
-from app.store import ResultContentView
+from store.admin import HourBucket
+from store.views import ResultContentView
 
 log = logging.getLogger("relay.admin")
 ZWSP = "\u200b"

@@ -21,14 +21,14 @@ from starlette.datastructures import FormData, QueryParams
 from app.admin import present
 from app.admin.security import LOGIN_COOKIE, SESSION_COOKIE, AdminSession, end_session
 from app.admin.web import AdminRoute, admin_store, page, require_admin, runtime_of
-from app.admin_store import AdminStore, ResultDetail
-from app.destinations import tenant_key
 from app.errors import ApiError
 from app.ingest import build_targets
 from app.present import attachment_download
 from app.settings import Settings
-from app.store import ResultFilter
 from schemas.api import WebhookDestination
+from schemas.targets import tenant_key
+from store.admin import AdminStore, ResultDetail
+from store.views import ResultFilter
 
 router = APIRouter(prefix="/admin", route_class=AdminRoute, dependencies=[Depends(require_admin)],
                    include_in_schema=False)

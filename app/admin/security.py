@@ -17,8 +17,8 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app.admin_store import AdminStore, token_digest
 from app.runtime import Runtime
+from store.admin import token_digest
 
 SESSION_COOKIE = "relay_admin"
 LOGIN_COOKIE = "relay_admin_login"
@@ -34,7 +34,7 @@ def ensure_admin_token(runtime: Runtime) -> str | None:
     """
     if runtime.settings.admin_token is not None:
         return None
-    store = AdminStore(runtime.db, runtime.results)
+    store = runtime.admin
     if store.admin_token_hash() is not None:
         return None
     token = "rra_" + secrets.token_urlsafe(32)
@@ -46,7 +46,7 @@ def credential_hash(runtime: Runtime) -> str | None:
     configured = runtime.settings.admin_token
     if configured is not None:
         return token_digest(configured.get_secret_value())
-    return AdminStore(runtime.db, runtime.results).admin_token_hash()
+    return runtime.admin.admin_token_hash()
 
 
 def check_token(presented: str, expected_hash: str) -> bool:
@@ -106,7 +106,7 @@ def read_session_cookie(value: str | None, cred_hash: str | None, *, now: float 
 def start_session(runtime: Runtime, cred_hash: str) -> str:
     """Log in: record a new session and return the cookie value that carries it."""
     value, session = new_session_cookie(cred_hash)
-    AdminStore(runtime.db, runtime.results).start_session(
+    runtime.admin.start_session(
         session.digest, credential=cred_hash, expires_at=datetime.fromtimestamp(session.expires_at, UTC))
     return value
 
@@ -117,13 +117,13 @@ def open_session(runtime: Runtime, cookie: str | None) -> AdminSession | None:
     session = read_session_cookie(cookie, cred)
     if session is None or cred is None:
         return None
-    alive = AdminStore(runtime.db, runtime.results).session_alive(session.digest, credential=cred)
+    alive = runtime.admin.session_alive(session.digest, credential=cred)
     return session if alive else None
 
 
 def end_session(runtime: Runtime, session: AdminSession) -> None:
     """Log out: the session stops working everywhere, including for any copy of its cookie."""
-    AdminStore(runtime.db, runtime.results).end_session(session.digest)
+    runtime.admin.end_session(session.digest)
 
 
 class LoginLimiter:

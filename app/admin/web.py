@@ -26,10 +26,11 @@ from starlette.concurrency import run_in_threadpool
 
 from app.admin import present
 from app.admin.security import SESSION_COOKIE, AdminSession, LoginLimiter, open_session
-from app.admin_store import AdminStore
-from app.destinations import destination_label
-from app.runtime import Runtime
-from app.store import NotFound, StoreUnavailable, utcnow
+from app.deps import runtime_of
+from schemas.targets import destination_label
+from store.admin import AdminStore
+from store.errors import NotFound, StoreUnavailable
+from store.session import utcnow
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
@@ -69,15 +70,9 @@ class AdminForbidden(Exception):
         self.message = message
 
 
-def runtime_of(request: Request) -> Runtime:
-    """The process runtime built by the lifespan."""
-    return request.app.state.runtime
-
-
 def admin_store(request: Request) -> AdminStore:
-    """An ``AdminStore`` over the runtime's database (cheap: it holds two references)."""
-    runtime = runtime_of(request)
-    return AdminStore(runtime.db, runtime.results)
+    """The admin page's store, built once in ``Runtime``."""
+    return runtime_of(request).admin
 
 
 def login_limiter(request: Request) -> LoginLimiter:

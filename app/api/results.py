@@ -10,12 +10,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ProducerDep, ResultsDep, RuntimeDep
-from app.destinations import tenant_key
 from app.errors import ApiError, invalid, validation_details
 from app.ingest import build_targets, read_result
 from app.openapi import RESULT_BODY
 from app.present import attachment_download, content_out, result_out
-from app.store import ResultFilter
 from delivery.metrics import RESULTS_RECEIVED
 from schemas.api import (
     Accepted,
@@ -28,6 +26,8 @@ from schemas.api import (
     ResultStatus,
 )
 from schemas.bounds import IsoDatetime
+from schemas.targets import tenant_key
+from store.views import ResultFilter
 
 router = APIRouter(prefix="/v1/results", tags=["results"],
                    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}})

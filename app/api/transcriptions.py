@@ -11,23 +11,24 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import BinaryIO
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import transcription
-from app.deps import ProducerDep, RuntimeDep
+from app.deps import ProducerDep, RuntimeDep, TranscriptionsDep
 from app.errors import ApiError, error_response, invalid, validation_details
 from app.ingest import BodyLimitMiddleware, build_targets, parse_json_object
 from app.openapi import TRANSCRIPTION_BODY
 from app.runtime import Runtime
-from app.store import NotFound, Producer
-from app.transcription_jobs import NewTranscription, TranscriptionView, request_json
-from app.transcriptions import TranscriptionStore
+from app.transcription_jobs import request_json
 from schemas.api import ErrorBody, TranscriptionAccepted, TranscriptionIn, TranscriptionOut, clean_filename
+from store.errors import NotFound
+from store.keys import Producer
+from store.transcriptions import NewTranscription, TranscriptionView
 
 PREFIX = "/v1/transcriptions"
 FORM_OVERHEAD = 1024 * 1024  # payload_json (its own part is capped at this) and multipart headers
@@ -60,12 +61,6 @@ class TranscriptionBodyLimit:
         await (self._audio if audio else self._default)(scope, receive, send)
 
 
-async def get_transcriptions(request: Request) -> TranscriptionStore:
-    """The job store on this process's database."""
-    return TranscriptionStore(request.app.state.runtime.db)
-
-
-TranscriptionsDep = Annotated[TranscriptionStore, Depends(get_transcriptions)]
 
 
 @router.post("", status_code=202, response_model=TranscriptionAccepted,

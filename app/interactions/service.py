@@ -43,12 +43,13 @@ from app.interactions.views import (
     parse_custom_id,
     show_message,
 )
-from app.pickup_store import PickupStore, Viewer
 from app.runtime import Runtime
-from app.store import NotFound, StoreUnavailable, utcnow
 from delivery.errors import DeliveryError
 from delivery.transport import DiscordTransport
 from schemas.api import DMDestination, InteractionDestination
+from store.errors import NotFound, StoreUnavailable
+from store.pickup import Viewer
+from store.session import utcnow
 
 log = logging.getLogger("relay.interactions")
 
@@ -108,7 +109,7 @@ class InteractionService:
         self._application_id = settings.discord_application_id
         self._key = load_public_key(settings.discord_public_key)
         self._transport = transport
-        self._pickup = PickupStore(runtime.db)
+        self._pickup = runtime.pickup
         self._tenants = tuple(settings.discord_tenants)
 
     def verify(self, *, signature: str | None, timestamp: str | None, body: bytes) -> None:

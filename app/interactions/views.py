@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from app.admin.present import age, human_size  # the admin page's words for ages and sizes
-from app.store import DeliveryView, ResultView
-from delivery.limits import RenderInput
 from delivery.progress import describe_destination
 from delivery.render import render
+from schemas.messages import RenderInput
+from store.views import DeliveryView, ResultView
 
 EPHEMERAL = 64
 PER_PAGE = 10

@@ -10,8 +10,8 @@ import pytest
 
 from app.admin import ensure_admin_token
 from app.admin.security import LoginLimiter, new_session_cookie, read_session_cookie
-from app.admin_store import ADMIN_TOKEN_KEY
 from schemas.tables import ConfigEntry
+from store.admin import ADMIN_TOKEN_KEY
 from tests.admin.conftest import ADMIN_TOKEN, AdminClient
 from tests.conftest import Relay, result_payload
 

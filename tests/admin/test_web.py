@@ -6,7 +6,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
 from app.admin.web import AdminRoute
-from app.store import NotFound, StoreUnavailable
+from store.errors import NotFound, StoreUnavailable
 
 
 def _app() -> FastAPI:

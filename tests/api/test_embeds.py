@@ -16,10 +16,10 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
-from app.db import alembic_config
-from app.results import ResultStore
-from app.store import Database
 from delivery.split import decode_piece
+from store.engine import alembic_config
+from store.results import ResultStore
+from store.session import Database
 from tests.conftest import Relay, result_payload, wait_for
 from tests.support.db import database_at
 

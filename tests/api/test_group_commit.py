@@ -19,14 +19,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from app.db import migrate
-from app.destinations import Target
-from app.group_commit import GroupCommitter
-from app.results import ResultStore, _Pending
 from app.runtime import Runtime
 from app.settings import Settings
-from app.store import IdempotencyConflict, NewAttachment, NewResult
 from schemas.tables import Attachment, Delivery, Destination, Result
+from schemas.targets import Target
+from store.errors import IdempotencyConflict
+from store.group_commit import GroupCommitter
+from store.results import ResultStore, _Pending
+from store.views import NewAttachment, NewResult
 from tests.conftest import Relay, result_payload
 
 WEBHOOK = Target(key="webhook:1", kind="webhook", label="webhook 1/••••",
@@ -50,7 +50,7 @@ def new_result(n: int = 0, *, idem: str | None = None, request_hash: str | None 
 def runtime(database_url: str) -> Iterator[Runtime]:
     """A migrated store on this test's backend."""
     rt = Runtime.build(Settings(_env_file=None, database_url=database_url, run_workers=False))
-    migrate(rt.engine)
+    rt.db.migrate()
     yield rt
     rt.close()
 

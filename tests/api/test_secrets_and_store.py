@@ -11,7 +11,6 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text, update
 
-from app.store import Database
 from schemas.tables import AlertEvent, Result
 from tests.conftest import Relay, result_payload
 from tests.support.db import PG_HOST, PG_PORT, pg_url
@@ -152,7 +151,7 @@ def test_retention_purges_finished_results_with_their_files(make_relay) -> None:
                 "new_delivered": ("delivered", now - timedelta(minutes=10)),
                 "old_undelivered": ("undelivered", now - timedelta(hours=3)),
                 "mid_undelivered": ("undelivered", now - timedelta(hours=1.5))}
-    db = Database(relay.runtime.engine)
+    db = relay.runtime.db
     with db.session(write=True) as session:
         for name, (status, at) in finished.items():
             session.execute(update(Result).where(Result.id == ids[name]).values(status=status, finished_at=at))

@@ -17,11 +17,10 @@ import pytest
 from alembic import command
 from sqlalchemy import select, text, update
 
-from app.db import alembic_config
-from app.store import KeyStore, Producer
-from app.transcription_jobs import NewTranscription
-from app.transcriptions import TranscriptionStore
 from schemas.tables import Destination, ProgressMessage, Result
+from store.engine import alembic_config
+from store.keys import KeyStore, Producer
+from store.transcriptions import NewTranscription, TranscriptionStore
 from tests.conftest import WEBHOOK_URL, Relay, result_payload
 from tests.support.db import database_at
 

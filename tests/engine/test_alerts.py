@@ -12,7 +12,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from delivery.alerts import DESCRIPTION_LIMIT, PendingAlert, digest
+from delivery.alerts import DESCRIPTION_LIMIT, digest
+from schemas.work import PendingAlert
 from tests.conftest import Relay, result_payload, wait_for
 
 WINDOW = 1.5
@@ -106,7 +107,7 @@ def test_without_an_alert_webhook_nothing_is_recorded(delivering_relay: Any, dis
     discord.remove_webhook(gone)
     rid = relay.post_result(result_payload(route=[{"type": "webhook", "url": gone_url}])).json()["id"]
     wait_for(lambda: _statuses(relay, [rid]) == ["undelivered"], message="undelivered")
-    with relay.runtime.engine.connect() as conn:
+    with relay.runtime.db.engine.connect() as conn:
         from sqlalchemy import text
 
         assert conn.execute(text("SELECT count(*) FROM alert_events")).scalar() == 0
@@ -134,13 +135,14 @@ def test_a_digest_fits_one_message_and_loses_nothing(raw: list[tuple[str, str, s
 def test_one_window_is_taken_by_one_replica_only(database_url: str) -> None:
     from sqlalchemy import create_engine
 
-    from app.db import migrate
-    from delivery.alerts import AlertStore
+    from store.alerts import AlertStore
+    from store.engine import migrate
+    from store.session import Database
 
     engines = [create_engine(database_url) for _ in range(2)]
     try:
         migrate(engines[0])
-        one, two = (AlertStore(e) for e in engines)
+        one, two = (AlertStore(Database(e)) for e in engines)
         assert one.take_window(60.0) is True
         assert two.take_window(60.0) is False and one.take_window(60.0) is False
         assert 0 < two.window_left(60.0) <= 60.0

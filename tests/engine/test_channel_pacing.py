@@ -12,7 +12,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from delivery.channels import ChannelStore, PaceLimit, next_slot, reserve
+from schemas.work import PaceLimit
+from store.channels import ChannelStore, next_slot, reserve
 from tests.conftest import Relay, result_payload, wait_for
 from tests.engine.helpers import titles
 from tests.fakes.discord import Limit, RateLimits
@@ -44,7 +45,7 @@ def test_three_webhooks_of_one_channel_two_replicas_share_one_pacer(make_relay: 
     # 429 can come of that, and none once the channel is known.
     assert discord.count_429() == discord.count_429("shared") <= 1
     assert all(d["attempts"] == 1 for d in _deliveries(one, ids))  # a channel wait never spends a retry
-    store = ChannelStore(one.runtime.engine)
+    store = ChannelStore(one.runtime.db)
     assert store.destinations_in_channel(CHANNEL) == sorted(f"webhook:{wid}" for wid, _, _ in hooks)
 
 
@@ -132,7 +133,7 @@ def test_new_progress_messages_take_slots_of_the_channel_too(delivering_relay: A
     route = [{"type": "webhook", "url": url}]
     first = relay.post_result(result_payload(title="first", body=None, route=route)).json()["id"]
     wait_for(lambda: _statuses(relay, [first]) == ["delivered"], message="the channel learned")
-    wait_for(lambda: ChannelStore(relay.runtime.engine).channel(f"webhook:{wid}").channel_id, message="learned")
+    wait_for(lambda: ChannelStore(relay.runtime.db).channel(f"webhook:{wid}").channel_id, message="learned")
     for n in range(3):
         resp = relay.client.post("/v1/progress", json={"workflow_id": f"wf_p{n}", "route": route, "stage": "Working",
                                                        "current": 1, "total": 2})

@@ -10,8 +10,9 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
-from app.db import alembic_config
-from delivery.channels import ChannelStore
+from store.channels import ChannelStore
+from store.engine import alembic_config
+from store.session import Database
 from tests.conftest import Relay, result_payload, wait_for
 from tests.support.db import database_at
 
@@ -25,15 +26,14 @@ def test_the_relay_learns_channel_and_guild_of_a_webhook(delivering_relay: Any, 
     wid, _, url = discord.add_webhook(channel_id="700000000000000001", guild_id="800000000000000001")
     rid = relay.post_result(result_payload(route=[{"type": "webhook", "url": url}])).json()["id"]
     wait_for(lambda: _delivered(relay, rid), message="delivered")
-    store = ChannelStore(relay.runtime.engine)
+    store = ChannelStore(relay.runtime.db)
     learned = wait_for(lambda: (c := store.channel(f"webhook:{wid}")).guild_id and c, message="guild learned")
     assert (learned.channel_id, learned.guild_id) == ("700000000000000001", "800000000000000001")
     assert store.destinations_in_channel("700000000000000001") == [f"webhook:{wid}"]
     assert store.channels([f"webhook:{wid}", "webhook:404"]) == {f"webhook:{wid}": learned}
-    from app.admin_store import AdminStore
-    from app.store import Database
+    from store.admin import AdminStore
 
-    [view] = AdminStore(Database(relay.runtime.engine), None).destinations()  # type: ignore[arg-type]
+    [view] = AdminStore(relay.runtime.db, None).destinations()  # type: ignore[arg-type]
     assert (view.channel_id, view.guild_id) == ("700000000000000001", "800000000000000001")
 
 
@@ -45,7 +45,7 @@ def test_a_thread_destination_learns_the_parent_channel_not_the_thread(deliverin
     wait_for(lambda: _delivered(relay, rid), message="delivered")
     [message] = discord.messages(webhook_id=wid)
     assert message.channel_id == "900000000000000009"
-    store = ChannelStore(relay.runtime.engine)
+    store = ChannelStore(relay.runtime.db)
     learned = wait_for(lambda: (c := store.channel(f"webhook:{wid}")).channel_id and c, message="channel learned")
     assert (learned.channel_id, learned.guild_id) == ("700000000000000002", discord.guild_id)
 
@@ -56,7 +56,7 @@ def test_a_failed_lookup_does_not_fail_the_delivery(delivering_relay: Any, disco
     discord.inject("http_error", times=10, status=403, method="GET", path=f"/webhooks/{wid}/")
     rid = relay.post_result(result_payload(route=[{"type": "webhook", "url": url}])).json()["id"]
     wait_for(lambda: _delivered(relay, rid), message="delivered")
-    learned = ChannelStore(relay.runtime.engine).channel(f"webhook:{wid}")
+    learned = ChannelStore(relay.runtime.db).channel(f"webhook:{wid}")
     assert (learned.channel_id, learned.guild_id) == ("700000000000000003", None)  # from the message object
 
 
@@ -85,7 +85,7 @@ def test_migration_0005_upgrades_a_database_of_today(backend: str, tmp_path: Any
             assert conn.execute(text("SELECT silent FROM results")).scalars().all() == [False]
             assert conn.execute(text("SELECT count(*) FROM channel_pacers")).scalar() == 0
             assert conn.execute(text("SELECT count(*) FROM alert_events")).scalar() == 0
-        store = ChannelStore(engine)
+        store = ChannelStore(Database(engine))
         store.learn_channel("webhook:1", channel_id="7", guild_id="8")
         store.learn_channel("webhook:1", channel_id=None, guild_id=None)  # nothing new: kept
         assert store.channel("webhook:1") == store.channels(["webhook:1"])["webhook:1"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from delivery.queue import DeliveryQueue
+from store.deliveries import DeliveryQueue
 from store.notify import PgListener
 from store.presence import FilePresence, PgPresence, new_owner_id, pg_application_name, publishes_presence
 from tests.conftest import Relay, result_payload, wait_for
@@ -20,14 +20,14 @@ from tests.conftest import Relay, result_payload, wait_for
 def _queued(make_relay: Callable[..., Relay]) -> tuple[Relay, DeliveryQueue]:
     relay = make_relay()
     assert relay.post_result(result_payload()).status_code == 202
-    return relay, DeliveryQueue(relay.runtime.engine)
+    return relay, DeliveryQueue(relay.runtime.db)
 
 
 def test_a_destination_served_here_is_never_claimed_twice_even_after_its_lease_ran_out(
         make_relay: Callable[..., Relay]) -> None:
     relay, queue = _queued(make_relay)
     [dest] = queue.claim_destinations("w1", limit=5, lease_s=30)
-    with relay.runtime.engine.begin() as conn:  # the heartbeat could not renew it during an outage
+    with relay.runtime.db.engine.begin() as conn:  # the heartbeat could not renew it during an outage
         conn.execute(text("UPDATE destinations SET lease_expires_at = :t"), {"t": "2000-01-01 00:00:00"})
     assert queue.claim_destinations("w1", limit=5, lease_s=30, exclude=[dest.key]) == []
     # Not served any more (its task ended without releasing): this worker takes its own lease back.
@@ -75,11 +75,11 @@ def test_postgres_presence_is_the_listen_session(database_url: str, make_relay: 
     listener = PgListener(database_url, lambda: None, application_name=pg_application_name(owner))
     try:
         assert listener.wait_connected(30)
-        presence = PgPresence(relay.runtime.engine, new_owner_id(presence=True), lambda: listener.connected)
+        presence = PgPresence(relay.runtime.db, new_owner_id(presence=True), lambda: listener.connected)
         assert presence.dead_owners([owner, gone, "legacy:1:eeeeee"]) == {gone}
     finally:
         listener.close()
-    checker = PgPresence(relay.runtime.engine, new_owner_id(presence=True), lambda: True)
+    checker = PgPresence(relay.runtime.db, new_owner_id(presence=True), lambda: True)
     deadline = time.monotonic() + 30
     wait_for(lambda: owner in checker.dead_owners([owner]) or time.monotonic() > deadline, timeout=35,
              message="the closed session is gone")

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine
 
-from app.db import migrate
 from app.settings import Settings
-from app.store import Database, KeyStore
+from store.engine import migrate
+from store.keys import KeyStore
 from tests.conftest import result_payload, wait_for
 from tests.engine.helpers import body_seen, titles
 from tests.fakes.discord import DiscordEmulator, Limit, RateLimits
@@ -65,7 +65,7 @@ def _key(url: str) -> str:
     from app.runtime import Runtime
 
     runtime = Runtime.build(Settings(_env_file=None, database_url=url))
-    _, key = KeyStore(Database(runtime.engine)).create(name="proc-test")
+    _, key = KeyStore(runtime.db).create(name="proc-test")
     runtime.close()
     return key
 

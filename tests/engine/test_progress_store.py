@@ -16,10 +16,9 @@ import pytest
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
-from app.progress import CONFLICT_ATTEMPTS
-from app.store import utcnow
-from delivery.progress import ProgressQueue
 from schemas.tables import ProgressMessage
+from store.progress import CONFLICT_ATTEMPTS, ProgressQueue
+from store.session import utcnow
 from tests.conftest import Relay
 
 HOOK_A = "https://discord.com/api/webhooks/111111111111111111/token-a"
@@ -87,7 +86,7 @@ def test_marking_the_handoff_keeps_a_newer_state(relay: Relay) -> None:
     route = [{"type": "interaction", "application_id": "31", "token": "tok-31", "created_at": created.isoformat()}]
     assert relay.client.post("/v1/progress", json={"workflow_id": "wf_h", "stage": "one",
                                                    "route": route}).status_code == 202
-    queue = ProgressQueue(relay.runtime.engine)
+    queue = ProgressQueue(relay.runtime.db)
     [due] = queue.due_handoffs(margin_s=60)
     assert due.state["stage"] == "one"
     relay.client.post("/v1/progress", json={"workflow_id": "wf_h", "stage": "two", "route": route})

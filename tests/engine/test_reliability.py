@@ -63,7 +63,7 @@ def test_a_result_whose_stored_data_cannot_be_read_fails_and_the_next_goes(
     intake = make_relay(discord_api_base=discord.api_base)  # accepts, delivers nothing: poisoned before any worker
     bad = _accepted(intake, result_payload(title="bad", body=None, route=[{"type": "webhook", "url": url}]))
     good = _accepted(intake, result_payload(title="good", body=None, route=[{"type": "webhook", "url": url}]))
-    with intake.runtime.engine.begin() as conn:
+    with intake.runtime.db.engine.begin() as conn:
         conn.execute(text("UPDATE results SET fields_json = :f WHERE id = :id"), {"f": '[{"no_name": 1}]', "id": bad})
     crashes_before = _metric_sum(intake, "relay_delivery_crashes_total")  # one registry per process
     relay = delivering_relay(retry_schedule="0.2,0.2,0.2", retry_jitter=0.1, max_delivery_crashes=3)
@@ -86,7 +86,7 @@ def test_a_planned_file_without_stored_bytes_fails_after_a_few_crashes_not_forev
                                           attachments=[_file("report.txt", b"numbers")]))
     good = _accepted(relay, result_payload(title="good", body=None, route=[{"type": "webhook", "url": url}]))
     wait_for(lambda: _status(relay, bad)["deliveries"][0]["last_error"] is not None, message="first try failed")
-    with relay.runtime.engine.begin() as conn:
+    with relay.runtime.db.engine.begin() as conn:
         conn.execute(text("DELETE FROM attachments WHERE result_id = :id"), {"id": bad})
     delivery = _given_up_with(relay, bad, "attachment 0 is missing")
     assert delivery["attempts"] == 1 + 3  # the transient failure, then three crashes

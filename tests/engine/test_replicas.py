@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine
 
-from app.db import migrate
+from store.engine import migrate
 from tests.conftest import result_payload, wait_for
 from tests.engine.helpers import titles
 from tests.engine.test_processes import FAST, _key, _statuses

@@ -12,9 +12,9 @@ from alembic import command
 from pydantic import ValidationError
 from sqlalchemy import select, text
 
-from app.db import alembic_config
 from app.settings import Settings
 from schemas.tables import ResultViewer
+from store.engine import alembic_config
 from tests.conftest import Relay, result_payload, wait_for
 from tests.interactions.conftest import endpoint, status_of
 from tests.support.db import database_at

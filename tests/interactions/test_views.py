@@ -19,8 +19,8 @@ from app.interactions.views import (
     show_message,
     why_not_delivered,
 )
-from app.store import AttachmentMeta, DeliveryView, ResultView
-from delivery.limits import AttachmentRef, RenderInput
+from schemas.messages import AttachmentRef, RenderInput
+from store.views import AttachmentMeta, DeliveryView, ResultView
 from tests.fakes.discord_validation import validate_message, validate_request
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

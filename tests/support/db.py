@@ -39,7 +39,7 @@ def database_at(revision: str, *, backend: str, tmp_path: Any, prefix: str = "re
     """A throw-away database migrated up to ``revision`` (as an older relay left it), disposed after."""
     from alembic import command
 
-    from app.db import alembic_config
+    from store.engine import alembic_config
 
     with ExitStack() as stack:
         url = (f"sqlite:///{tmp_path}/old.db" if backend == "sqlite"

@@ -15,15 +15,17 @@ from typing import Any
 import pytest_asyncio
 from sqlalchemy import func, select, update
 
-from app.db import ensure_schema
 from app.ingest import build_targets
 from app.runtime import Runtime
 from app.settings import Settings
-from app.store import NewResult, utcnow
-from app.transcription_jobs import NewTranscription, TranscriptionView, request_json
-from app.transcriptions import TranscriptionService, TranscriptionStore
+from app.transcription_jobs import request_json
+from app.transcriptions import TranscriptionService
 from schemas.api import TranscriptionIn
 from schemas.tables import Result, Transcription
+from store.engine import ensure_schema
+from store.session import utcnow
+from store.transcriptions import NewTranscription, TranscriptionStore, TranscriptionView
+from store.views import NewResult
 from tests.conftest import WEBHOOK_URL
 from transcription import Segment, TranscribeOptions, Transcript, TranscriptionCrashed
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from app.destinations import parse_webhook_url
 from delivery.classify import classify, first_error_path
 from delivery.errors import DestinationGone, Expired, Permanent, TooLarge, Transient
-from delivery.ratelimit import BucketState, RateLimiter
+from delivery.ratelimit import RateLimiter
+from schemas.messages import BucketState
 
 
 @pytest.mark.parametrize(("status", "body", "kind", "expected"), [

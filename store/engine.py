@@ -16,9 +16,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
-
-from app.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -29,11 +28,23 @@ class SchemaOutdated(RuntimeError):
     """The database is behind the code's migrations; ``relay migrate`` fixes it."""
 
 
-def make_engine(settings: Settings) -> Engine:
-    """An engine for ``settings.database_url``, with the per-backend settings the relay relies on."""
-    url = settings.database_url
-    if settings.is_sqlite:
-        path = settings.sqlite_path
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for in-memory databases and other backends."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[-1].split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password hidden, for logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``, with the per-backend settings the relay relies on."""
+    if url.startswith("sqlite"):
+        path = sqlite_path(url)
         if path is not None:
             _prepare_sqlite_file(path)
         engine = create_engine(
@@ -101,9 +112,9 @@ def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
     return current, head
 
 
-def ensure_schema(engine: Engine, settings: Settings) -> None:
+def ensure_schema(engine: Engine) -> None:
     """Migrate the embedded SQLite store; refuse an outdated PostgreSQL one (an operator's decision)."""
-    if settings.is_sqlite:
+    if engine.dialect.name == "sqlite":
         migrate(engine)
         return
     current, head = schema_revisions(engine)

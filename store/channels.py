@@ -17,42 +17,14 @@ least ``per`` (plus a margin for the network's jitter) after the ``limit``-th la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
-from delivery.queue import EngineStore, utcnow
 from schemas.tables import ChannelPacer, Destination
-
-
-@dataclass(frozen=True)
-class ChannelInfo:
-    """The Discord channel and guild a destination's webhook posts into (each ``None`` until learned)."""
-
-    channel_id: str | None
-    guild_id: str | None
-
-
-@dataclass(frozen=True)
-class PaceLimit:
-    """``count`` webhook messages per ``per`` seconds in one channel; ``margin`` covers network jitter."""
-
-    count: int = 30
-    per: float = 60.0
-    margin: float = 0.5
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A pacer's answer: send at ``at`` (epoch seconds); ``reserved`` is False when it was too far away
-    and nothing was reserved (the caller reschedules instead of holding a worker for it)."""
-
-    at: float
-    reserved: bool
+from schemas.work import ChannelInfo, PaceLimit, Slot
+from store.session import Store, as_utc, utcnow
 
 
 def next_slot(slots: list[float], *, now: float, limit: PaceLimit, blocked_until: float = 0.0) -> float:
@@ -77,7 +49,7 @@ def reserve(slots: list[float], *, now: float, limit: PaceLimit, blocked_until: 
     return Slot(at, reserved=True), [*(recent[-keep:] if keep else []), at]
 
 
-class ChannelStore(EngineStore):
+class ChannelStore(Store):
     """Channel learning and the per-channel pacer, in the store so every replica shares them."""
 
     # --- what a destination's webhook is --------------------------------------------------------
@@ -137,23 +109,19 @@ class ChannelStore(EngineStore):
         now = utcnow()
         with self._session(write=True) as session:
             row = self._pacer_row(session, channel_id, now)
-            if row.blocked_until is None or _aware(row.blocked_until) < until:
+            if row.blocked_until is None or as_utc(row.blocked_until) < until:
                 row.blocked_until, row.updated_at = until, now
                 session.add(row)
 
     def _pacer_row(self, session: Session, channel_id: str, now: datetime) -> ChannelPacer:
         """The channel's pacer row, created when missing and locked for this transaction."""
-        insert = pg_insert if self._postgres else sqlite_insert
-        session.execute(insert(ChannelPacer).values(channel_id=channel_id, slots_json=[], updated_at=now)
+        session.execute(self._insert(ChannelPacer).values(channel_id=channel_id, slots_json=[], updated_at=now)
                         .on_conflict_do_nothing(index_elements=["channel_id"]))
         query = select(ChannelPacer).where(ChannelPacer.channel_id == channel_id)
         if self._postgres:
             query = query.with_for_update()  # SQLite's write transaction is already exclusive
         row = session.scalars(query).one()
         if row.blocked_until is not None:
-            row.blocked_until = _aware(row.blocked_until)
+            row.blocked_until = as_utc(row.blocked_until)
         return row
 
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

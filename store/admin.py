@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.destinations import destination_label
-from app.results import ResultStore
-from app.store import Database, NotFound, ResultContentView, ResultFilter, ResultView, as_utc, utcnow
 from schemas.tables import AdminSessionRecord, ConfigEntry, Delivery, DeliveryEvent, Destination, Result
+from schemas.targets import destination_label
+from store.errors import NotFound
+from store.results import ResultStore
+from store.session import Database, Store, as_utc, utcnow
+from store.views import ResultContentView, ResultFilter, ResultView
 
 ADMIN_TOKEN_KEY = "admin_token_sha256"
 CHART_HOURS = 24
@@ -110,11 +110,11 @@ def _destination_view(row: Destination) -> DestinationView:
                            channel_id=row.channel_id, guild_id=row.guild_id)
 
 
-class AdminStore:
+class AdminStore(Store):
     """Reads and writes of the admin page that ``ResultStore`` has no reason to know."""
 
     def __init__(self, db: Database, results: ResultStore) -> None:
-        self._db = db
+        super().__init__(db)
         self._results = results
 
     # --- the admin credential --------------------------------------------------------------------
@@ -128,10 +128,8 @@ class AdminStore:
     def store_admin_token_hash(self, digest: str) -> bool:
         """Keep ``digest`` unless a replica stored one first; True when this call stored it."""
         with self._db.session(write=True) as session:
-            dialect = session.get_bind().dialect.name
-            insert = pg_insert if dialect == "postgresql" else sqlite_insert
             done = session.execute(
-                insert(ConfigEntry).values(key=ADMIN_TOKEN_KEY, value=digest, updated_at=utcnow())
+                self._insert(ConfigEntry).values(key=ADMIN_TOKEN_KEY, value=digest, updated_at=utcnow())
                 .on_conflict_do_nothing(index_elements=["key"])
             )
             return bool(done.rowcount)  # type: ignore[attr-defined]

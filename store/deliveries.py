@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlmodel import Session
 
-from delivery.alert_events import record_disabled, record_undelivered
-from delivery.ratelimit import BucketState
-from delivery.render import AttachmentRef, Field, FilePart, MessagePlan, RenderInput
 from schemas.lifecycle import (
     Delivered,
     DeliveryStatus,
@@ -33,108 +28,16 @@ from schemas.lifecycle import (
     SetDelivery,
     Start,
 )
+from schemas.messages import AttachmentRef, BucketState, Field, FilePart, MessagePlan, RenderInput
 from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, ProgressMessage, Result
-from store.errors import translated
+from schemas.work import ClaimedDestination, Finished, Renderer, StoredPlan, Work
+from store.alert_events import record_disabled, record_undelivered
+from store.errors import AttachmentMissing
 from store.route import advance, load_route
-
-#: Renders a result for a destination kind at a size scale; None declines (render outside the lock).
-Renderer = Callable[[RenderInput, int, str], "Sequence[MessagePlan] | None"]
+from store.session import Store, as_utc, utcnow
 
 
-def utcnow() -> datetime:
-    """Aware UTC now."""
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return None if value is None else (value if value.tzinfo else value.replace(tzinfo=UTC))
-
-
-class AttachmentMissing(LookupError):
-    """A planned file part has no stored bytes: bad data in one result, never worth a retry storm."""
-
-
-@dataclass(frozen=True)
-class ClaimedDestination:
-    """A destination this worker now owns until its lease expires."""
-
-    key: str
-    kind: str
-    disabled: bool
-    disabled_reason: str | None
-    bucket: BucketState
-    dm_channel_id: str | None
-    previous_owner: str | None = None  # a dead worker's lease this claim took over, if any
-    channel_id: str | None = None  # the webhook's Discord channel, once learned (see delivery.channels)
-    guild_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Work:
-    """One due delivery with what is needed to render and send it."""
-
-    delivery_id: int
-    result_id: str
-    kind: str
-    target: dict[str, Any]
-    attempts: int
-    render_scale: int
-    first_attempt_at: datetime | None
-    result_created_at: datetime
-    result: RenderInput
-    stale: str | None = None  # why it must not be sent any more (result acknowledged, superseded)
-    next_kind: str | None = None  # the route's next destination, for a hand-off notice
-    notice_sent: bool = False
-    plans: tuple[StoredPlan, ...] = ()  # empty until rendered
-    defect: str | None = None  # why its stored data cannot be read: delivering it is a crash
-    thread_id: str | None = None  # the forum post this delivery's first message created
-    silent: bool = False  # every message with SUPPRESS_NOTIFICATIONS (the result's or the destination's wish)
-
-
-@dataclass(frozen=True)
-class StoredPlan:
-    """A planned message and whether Discord already holds it."""
-
-    id: int
-    seq: int
-    plan: MessagePlan
-    nonce: str
-    message_id: str | None
-
-
-@dataclass(frozen=True)
-class Finished:
-    """What finishing a delivery did to its result (for metrics and logs)."""
-
-    result_status: str
-    result_created_at: datetime
-    next_delivery: int | None = None
-    skipped: list[int] = field(default_factory=list)
-
-
-class EngineStore:
-    """Base of the engine's stores: the injected engine, and sessions that are one transaction each
-    (write sessions take SQLite's write lock up front, see ``app.db``)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._write_engine = engine.execution_options(sqlite_write=True)
-        self._postgres = engine.dialect.name == "postgresql"
-
-    @property
-    def single_writer(self) -> bool:
-        """True for SQLite, where writes from many threads only queue for one lock."""
-        return not self._postgres
-
-    @contextmanager
-    def _session(self, *, write: bool = False) -> Iterator[Session]:
-        """One transaction; driver errors that mean "unreachable" leave as ``StoreUnavailable``."""
-        with translated(), Session(self._write_engine if write else self._engine, expire_on_commit=False) as session:
-            yield session
-            session.commit()
-
-
-class DeliveryQueue(EngineStore):
+class DeliveryQueue(Store):
     """Claim/lease and progress queries of the workers; the engine is injected.
 
     ``record_alerts``: write an operator alert event (``delivery.alerts``) in the same transaction
@@ -185,7 +88,7 @@ class DeliveryQueue(EngineStore):
                 claimed.append(ClaimedDestination(
                     key=row.key, kind=row.kind, disabled=row.disabled, disabled_reason=row.disabled_reason,
                     bucket=BucketState(bucket=row.bucket, remaining=row.remaining,
-                                       reset_at=_aware(row.reset_at).timestamp() if row.reset_at else 0.0),
+                                       reset_at=as_utc(row.reset_at).timestamp() if row.reset_at else 0.0),
                     dm_channel_id=row.dm_channel_id, previous_owner=previous,
                     channel_id=row.channel_id, guild_id=row.guild_id))
             return claimed
@@ -363,7 +266,7 @@ class DeliveryQueue(EngineStore):
         with self._session() as session:
             count, oldest = session.execute(select(func.count(), func.min(Delivery.created_at)).where(
                 Delivery.status == "pending")).one()
-        age = (utcnow() - _aware(oldest)).total_seconds() if oldest else 0.0
+        age = (utcnow() - as_utc(oldest)).total_seconds() if oldest else 0.0
         return int(count), max(0.0, age)
 
 
@@ -417,7 +320,7 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
             plans = _insert_plans(session, d.id or 0, rendered, 0)
     return Work(delivery_id=d.id or 0, result_id=r.id, kind=d.kind, target=dict(d.target_json),
                 attempts=d.attempts, render_scale=d.render_scale,
-                first_attempt_at=_aware(d.first_attempt_at), result_created_at=_aware(r.created_at) or now,
+                first_attempt_at=as_utc(d.first_attempt_at), result_created_at=as_utc(r.created_at) or now,
                 result=result, stale=stale, next_kind=following,
                 notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d),
                 plans=tuple(plans), defect=defect, thread_id=d.thread_id or _progress_thread(session, r, d),
@@ -457,14 +360,14 @@ def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetim
                               http_status=status, discord_code=code, message=message))
     if d.generation != r.generation:
         d.status = ended.value  # a superseded generation: outside the route, recorded as it ended
-        return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now)
+        return Finished(result_status=r.status, result_created_at=as_utc(r.created_at) or now)
     rows = load_route(session, r)
     event = Delivered(d.position) if delivered else PermanentFailure(d.position)
     try:
         done = advance(session, rows, event, now)
     except InvalidTransition:
         # Already ended (a lease taken over while this attempt was on the wire): the first word stands.
-        return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now)
+        return Finished(result_status=r.status, result_created_at=as_utc(r.created_at) or now)
     if done.exhausted and alerts:
         session.flush()  # the failed status of this delivery is what the alert reads
         record_undelivered(session, r, now)
@@ -472,7 +375,7 @@ def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetim
     skipped = [rows.deliveries[w.position].id or 0 for w in writes
                if isinstance(w, SetDelivery) and w.status is DeliveryStatus.SKIPPED]
     following = [rows.deliveries[w.position].id for w in writes if isinstance(w, SetDelivery) and w.due]
-    return Finished(result_status=r.status, result_created_at=_aware(r.created_at) or now,
+    return Finished(result_status=r.status, result_created_at=as_utc(r.created_at) or now,
                     next_delivery=following[0] if following else None, skipped=skipped)
 
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, exists, or_, select
 
-from app.results import result_views
-from app.store import Database, NotFound, ResultView
-from delivery.queue import render_input
-from delivery.render import RenderInput
+from schemas.messages import RenderInput
 from schemas.tables import Attachment, Delivery, Destination, Result, ResultViewer
+from store.deliveries import render_input
+from store.errors import NotFound
+from store.results import result_views
+from store.session import Database, Store
+from store.views import ResultView
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,11 @@ def _like_prefix(prefix: str) -> str:
     return escaped + "%"
 
 
-class PickupStore:
+class PickupStore(Store):
     """The ``/results`` command's reads; the engine is injected through ``Database``."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        super().__init__(db)
 
     def page(self, viewer: Viewer, *, statuses: Sequence[str] = (), workflow_id: str | None = None,
              page: int = 0, per_page: int = 10) -> tuple[list[ResultView], bool]:

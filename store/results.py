@@ -14,30 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, delete, exists, func, insert, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from app.destinations import Target
-from app.group_commit import CommitStats, GroupCommitter
-from app.ids import new_id
-from app.store import (
-    AttachmentMeta,
-    Database,
-    DeliveryView,
-    IdempotencyConflict,
-    NewResult,
-    NotFound,
-    ResultContentView,
-    ResultFilter,
-    ResultView,
-    StoreUnavailable,
-    as_utc,
-    decode_cursor,
-    encode_cursor,
-    utcnow,
-)
 from schemas.lifecycle import Ack, DeliveryStatus, NewGeneration, Redeliver, ResultStatus, Route
 from schemas.tables import (
     AlertEvent,
@@ -49,7 +28,22 @@ from schemas.tables import (
     Result,
     ResultViewer,
 )
+from schemas.targets import Target
+from store.errors import IdempotencyConflict, NotFound, StoreUnavailable
+from store.group_commit import CommitStats, GroupCommitter
+from store.ids import new_id
 from store.route import advance, load_route
+from store.session import Database, Store, as_utc, dialect_insert, utcnow
+from store.views import (
+    AttachmentMeta,
+    DeliveryView,
+    NewResult,
+    ResultContentView,
+    ResultFilter,
+    ResultView,
+    decode_cursor,
+    encode_cursor,
+)
 
 STREAM_CHUNK = 1024 * 1024
 # A batch is what queued while the previous one committed, capped so one transaction stays short.
@@ -143,11 +137,9 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
         outcomes.append((p.result_id, True))
 
     if destinations:
-        dialect = session.get_bind().dialect.name
-        upsert = pg_insert if dialect == "postgresql" else sqlite_insert
         # Sorted, so replicas inserting overlapping destinations take row locks in the same order.
         rows = [destinations[k] for k in sorted(destinations)]
-        session.execute(upsert(Destination.__table__).on_conflict_do_nothing(index_elements=["key"]), rows)
+        session.execute(dialect_insert(session, Destination.__table__).on_conflict_do_nothing(index_elements=["key"]), rows)
     # Core multi-row INSERTs (executemany): the ORM's per-object bookkeeping is most of the cost of
     # a single-row create, and none of it is needed for rows nobody reads back in this session.
     if results:
@@ -175,17 +167,15 @@ def _add_viewers(session: Session, result_id: str, users: Sequence[str]) -> None
     """Record more owners of a result (a new route may name new users); known ones are kept once."""
     if not users:
         return
-    dialect = session.get_bind().dialect.name
-    upsert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(upsert(ResultViewer.__table__).on_conflict_do_nothing(index_elements=["result_id", "user_id"]),
+    session.execute(dialect_insert(session, ResultViewer.__table__).on_conflict_do_nothing(index_elements=["result_id", "user_id"]),
                     [{"result_id": result_id, "user_id": u} for u in users])
 
 
-class ResultStore:
+class ResultStore(Store):
     """Results and their deliveries, as the HTTP API and the admin page see them."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        super().__init__(db)
         self._committer: GroupCommitter[_Pending, tuple[str, bool]] = GroupCommitter(
             self._write_batch, max_items=MAX_BATCH_ITEMS, max_bytes=MAX_BATCH_BYTES, size_of=_Pending.size,
             name="result-writer")
@@ -196,7 +186,7 @@ class ResultStore:
         """Store a result; ``(id, created)``. A repeated idempotency key returns the first id.
 
         Returns only after the transaction holding the result has committed. Concurrent calls are
-        written together by one writer thread (``app.group_commit``), one transaction per batch.
+        written together by one writer thread (``store.group_commit``), one transaction per batch.
         """
         return self._committer.call(_Pending(new_id("res"), new))
 
@@ -453,9 +443,7 @@ def _filtered(query: Select[Any], flt: ResultFilter) -> Select[Any]:
 
 def _ensure_destination(session: Session, target: Target, now: datetime) -> None:
     values = {"key": target.key, "tenant": target.tenant, "kind": target.kind, "label": target.label, "updated_at": now}
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(Destination).values(**values).on_conflict_do_nothing(index_elements=["key"]))
+    session.execute(dialect_insert(session, Destination).values(**values).on_conflict_do_nothing(index_elements=["key"]))
 
 
 def attachment_meta(session: Session, result_ids: list[str]) -> dict[str, list[AttachmentMeta]]:

@@ -1,17 +1,24 @@
 """The renderer's value types and Discord's limits: the contract between store, renderer and engine.
 
 Frozen dataclasses, so a plan or a result handed between the store, :mod:`delivery.render` and
-the worker cannot be changed behind anyone's back. :mod:`delivery.render` re-exports all of them.
+the worker cannot be changed behind anyone's back. :mod:`delivery.render` re-exports the render
+types. Also here: the few facts of Discord both the store and the engine reason with (a bucket's
+state, an interaction token's life).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 __all__ = [
+    "INTERACTION_TTL",
+    "LAST_SAFE_SEND",
+    "RELAY_STATE_MARKS",
     "AttachmentRef",
+    "BucketState",
     "Destination",
     "Field",
     "FilePart",
@@ -23,6 +30,22 @@ __all__ = [
 ]
 
 _SMALLEST_FILE = 256 * 1024
+
+INTERACTION_TTL = timedelta(minutes=15)
+"""An interaction token's life: after it, follow-ups and edits fail with 401 Invalid Webhook Token."""
+LAST_SAFE_SEND = timedelta(seconds=5)
+"""Never use a token this close to its end."""
+RELAY_STATE_MARKS = ("handoff_sent", "thread_id")
+"""What the relay, not the producer, writes into a progress row's state; a producer's update keeps them."""
+
+
+@dataclass
+class BucketState:
+    """What Discord said about one route key's bucket (kept with the destination between owners)."""
+
+    bucket: str | None = None
+    remaining: int | None = None
+    reset_at: float = 0.0  # epoch seconds
 
 
 Destination = Literal["webhook", "interaction", "dm"]

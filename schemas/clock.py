@@ -1,0 +1,17 @@
+"""The one clock of the relay: aware UTC, and a reader for the naive datetimes SQLite hands back."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    """Aware UTC now; every timestamp in the store is UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Backends may hand back naive datetimes (SQLite): read them as UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

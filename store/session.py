@@ -1,0 +1,137 @@
+"""The one session base of the store: every store class's transactions run through ``Database.session``.
+
+A session is one transaction, committed on success. Driver errors that mean "the store is not
+reachable" (connection refused or lost, lock or pool timeouts) leave it as ``StoreUnavailable``,
+for the API (503) and the workers (back off, go on) alike; nobody outside ``store`` catches
+SQLAlchemy's exceptions. Write sessions take SQLite's write lock up front (see ``store.engine``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from schemas.clock import as_utc as as_utc  # re-exported: the store's own spelling
+from schemas.clock import utcnow as utcnow
+from store.engine import ensure_schema, migrate, schema_revisions
+from store.errors import IdempotencyConflict as IdempotencyConflict
+from store.errors import NotFound as NotFound
+from store.errors import StoreError as StoreError
+from store.errors import StoreUnavailable as StoreUnavailable
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a driver error means "the store is not reachable now" rather than a bug in a query.
+
+    Operational and interface errors cover refused and dropped connections (PostgreSQL stopped,
+    ``pg_terminate_backend``) and SQLite's "database is locked" past the busy timeout; a pool
+    timeout and an invalidated connection are the same condition seen from the pool.
+    """
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    # A session whose connection died mid-transaction refuses further use until rolled back.
+    return isinstance(exc, sa_exc.PendingRollbackError)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason for logs and 503 bodies (the driver's message, without SQLAlchemy's noise)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Run a block of store work; driver errors that mean "unreachable" leave as ``StoreUnavailable``."""
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as exc:
+        if is_unavailable(exc):
+            raise StoreUnavailable(describe(exc)) from exc
+        raise
+
+
+class Database:
+    """Owns the engine: sessions, the schema's version, and the dialect the queries adapt to."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write_engine = engine.execution_options(sqlite_write=True)
+        self.postgres = engine.dialect.name == "postgresql"
+
+    @property
+    def single_writer(self) -> bool:
+        """True for SQLite, where writes from many threads only queue for one lock."""
+        return not self.postgres
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        """A session in one transaction, committed on success; write sessions lock early on SQLite."""
+        with translated(), Session(self._write_engine if write else self.engine, expire_on_commit=False) as session:
+            yield session
+            session.commit()
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless a trivial query succeeds."""
+        with self.session() as session:
+            session.execute(select(1))
+
+    def ensure_schema(self) -> None:
+        """Migrate an embedded SQLite store; ``SchemaOutdated`` for a PostgreSQL one behind the code."""
+        with translated():
+            ensure_schema(self.engine)
+
+    def migrate(self) -> None:
+        """Bring the schema up to the newest migration (``relay migrate``)."""
+        with translated():
+            migrate(self.engine)
+
+    def schema_revisions(self) -> tuple[str | None, str | None]:
+        """``(current, head)``: the database's revision and the code's newest one."""
+        with translated():
+            return schema_revisions(self.engine)
+
+    def dispose(self) -> None:
+        """Close every pooled connection (shutdown, or after a fork)."""
+        self.engine.dispose()
+
+
+def dialect_insert(session: Session, table: Any) -> Any:
+    """An INSERT in the dialect of ``session``'s database, for ``on_conflict_do_nothing``/``do_update``.
+
+    PostgreSQL and SQLite spell an upsert the same way in SQLAlchemy, but through two classes.
+    """
+    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+class Store:
+    """Base of every store class: the injected ``Database`` and its sessions."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def _postgres(self) -> bool:
+        return self._db.postgres
+
+    @property
+    def single_writer(self) -> bool:
+        """True for SQLite, where writes from many threads only queue for one lock."""
+        return self._db.single_writer
+
+    def _insert(self, table: Any) -> Any:
+        """An INSERT of the store's dialect, for ``on_conflict_do_nothing``/``do_update`` (both have them)."""
+        return (pg_insert if self._postgres else sqlite_insert)(table)
+
+    def _session(self, *, write: bool = False) -> AbstractContextManager[Session]:
+        """One transaction of ``Database.session``."""
+        return self._db.session(write=write)
