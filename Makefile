@@ -13,6 +13,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev system-deps
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python scripts/schemathesis_run.py
 	$(BIN)/pytest -m "not slow"
 	$(BIN)/pytest -m slow
@@ -26,6 +27,7 @@ test-slow: $(VENV)/.installed-dev system-deps
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # Schemathesis (--checks all, 100 examples per operation) against a live relay with seeded ids; part of `test`.
 api-fuzz: $(VENV)/.installed-dev

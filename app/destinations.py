@@ -103,7 +103,7 @@ def _build_target(
         if thread and dest.thread_name is not None:
             raise InvalidDestination(f"{field}.thread_name", "give thread_name (a new forum post) or a thread_id "
                                      "(in the URL or the field), not both")
-        stored = {"webhook_id": webhook_id, "token": cipher.encrypt(token), "thread_id": thread}
+        stored: dict[str, Any] = {"webhook_id": webhook_id, "token": cipher.encrypt(token), "thread_id": thread}
         if dest.thread_name is not None:
             stored["thread_name"] = dest.thread_name
             if dest.applied_tags:
@@ -130,7 +130,7 @@ def _build_target(
     assert isinstance(dest, DMDestination)
     if not bot_token_configured:
         raise InvalidDestination(f"{field}.type", "a DM destination needs RELAY_DISCORD_BOT_TOKEN on the relay")
-    stored: dict[str, Any] = {"user_id": dest.user_id}
+    stored = {"user_id": dest.user_id}
     if dest.silent:
         stored["silent"] = True
     return Target(key=f"dm:{dest.user_id}", kind="dm", label=destination_label("dm", stored), stored=stored)

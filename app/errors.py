@@ -45,7 +45,8 @@ def error_response(status: int, code: str, message: str, details: Any = None,
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def validation_details(exc: ValidationError | RequestValidationError, prefix: tuple[Any, ...] = ()) -> list[dict]:
+def validation_details(exc: ValidationError | RequestValidationError, prefix: tuple[Any, ...] = ()) -> list[dict[str,
+                                                                                                                 Any]]:
     """Pydantic errors as ``[{"field": "route.0.url", "message": ...}]`` without echoing the input."""
     out = []
     for err in exc.errors():
@@ -62,7 +63,7 @@ def validation_details(exc: ValidationError | RequestValidationError, prefix: tu
     return out
 
 
-def invalid(details: list[dict], status: int = 422) -> ApiError:
+def invalid(details: list[dict[str, Any]], status: int = 422) -> ApiError:
     """A 422 whose message names the first bad field and why."""
     first = details[0] if details else {"field": "body", "message": "is invalid"}
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""

@@ -190,7 +190,7 @@ def check_embed_files(embeds: list[dict[str, Any]], files: Sequence[NewAttachmen
         raise invalid(problems)
 
 
-async def _read_multipart(request: Request, settings: Settings) -> tuple[Any, list[NewAttachment], list]:
+async def _read_multipart(request: Request, settings: Settings) -> tuple[Any, list[NewAttachment], list[Any]]:
     form = await request.form(max_files=MAX_FORM_PARTS, max_fields=MAX_FORM_PARTS,
                               max_part_size=settings.max_result_bytes)
     try:

@@ -121,7 +121,8 @@ def build_openapi(app: FastAPI, api_base: str) -> dict[str, Any]:
     doc = get_openapi(title=app.title, version=app.version, summary=app.summary, description=app.description,
                       routes=app.routes)
     components = doc.setdefault("components", {}).setdefault("schemas", {})
-    for model in (*_HAND_READ_MODELS, ErrorBody):
+    models: tuple[type[BaseModel], ...] = (*_HAND_READ_MODELS, ErrorBody)
+    for model in models:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema

@@ -54,6 +54,7 @@ async def serve_health(runtime: Runtime, host: str, port: int) -> asyncio.Server
             request_line = await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)
             while (await asyncio.wait_for(reader.readline(), READ_TIMEOUT_S)) not in (b"\r\n", b"\n", b""):
                 pass  # headers: nothing in them matters here
+            body: dict[str, object]
             parts = request_line.decode("latin-1").split()
             method, path = (parts[0], parts[1].split("?", 1)[0]) if len(parts) >= 2 else ("", "")
             if method != "GET":

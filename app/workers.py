@@ -47,7 +47,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         concurrency=settings.worker_concurrency, lease_s=settings.lease_seconds, poll_interval=settings.poll_interval,
         retry_schedule=tuple(settings.retry_schedule), retry_jitter=settings.retry_jitter,
         max_age_s=settings.max_delivery_age, interaction_margin_s=settings.interaction_margin,
-        shutdown_grace_s=settings.shutdown_grace, send_timeout_s=settings.discord_timeout + TIMEOUT.connect,
+        shutdown_grace_s=settings.shutdown_grace, send_timeout_s=settings.discord_timeout + (TIMEOUT.connect or 0.0),
         max_crashes=settings.max_delivery_crashes,
         pickup_command=PICKUP_COMMAND if settings.interactions_enabled else None,
         limits=Limits(max_attachment_bytes=settings.max_attachment_bytes,

@@ -272,7 +272,7 @@ class Cutter:
         ends = [m.end() for m in pattern.finditer(self.text, low, end)]
         for cut in reversed(ends[-_MAX_TRIES:]):
             if cut > start and self._is_boundary(start, cut) and not self._protected(start, cut):
-                return cut
+                return int(cut)
         return None
 
     def _last_grapheme(self, start: int, end: int) -> int | None:
@@ -318,7 +318,7 @@ class Cutter:
         scan = start if line < 0 else line + 1
         for match in _GRAPHEME.finditer(text, scan):
             if match.end() >= cut:
-                return match.end() == cut
+                return bool(match.end() == cut)
         return True
 
     def _protected(self, start: int, cut: int) -> int | None:
@@ -336,7 +336,7 @@ class Cutter:
             line_end = min(len(text), cut + 2048)
         for match in _PROTECTED.finditer(text, line_start, line_end):
             if match.start() < cut < match.end():
-                return match.start()
+                return int(match.start())
             if match.start() >= cut:
                 break
         return None

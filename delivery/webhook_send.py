@@ -121,7 +121,7 @@ class WebhookSender:
                 raise
             await pacing.blocked(channel.channel_id, max(0.0, exc.until - datetime.now(UTC).timestamp()))
             raise ChannelBusy(channel.channel_id, exc.until) from None
-        message = response.json()
+        message: dict[str, Any] = response.json()
         if kind == "webhook":
             await self._learn(route_key, message, into_thread=bool(thread or target.get("thread_name")),
                               path=path, channel=channel)

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from delivery import metrics
 from delivery.classify import PAYLOAD_BUG_CODES
@@ -553,7 +553,7 @@ class DeliveryWorker:
         return str(response.json()["id"])
 
 
-async def _persist(run: Callable[..., Awaitable[T]], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def _persist(run: Callable[..., Awaitable[Any]], fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Write that Discord holds a message, retrying a busy or briefly unreachable store.
 
     Losing this write would make a retry send the message again, so it is worth waiting for: up
@@ -562,7 +562,7 @@ async def _persist(run: Callable[..., Awaitable[T]], fn: Callable[..., T], *args
     delay, waited = 0.05, 0.0
     while True:
         try:
-            return await asyncio.shield(run(fn, *args, **kwargs))
+            return cast(T, await asyncio.shield(run(fn, *args, **kwargs)))
         except StoreUnavailable as exc:
             if waited >= PERSIST_RETRY_S:
                 raise

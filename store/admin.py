@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import case, delete, func, select, update
+from sqlmodel import col
 
 from schemas.tables import AdminSessionRecord, ConfigEntry, Delivery, DeliveryEvent, Destination, Result
 from schemas.targets import destination_label
@@ -106,7 +107,7 @@ class ResultDetail:
 def _destination_view(row: Destination) -> DestinationView:
     return DestinationView(key=row.key, tenant=row.tenant, kind=row.kind, label=row.label or row.key,
                            disabled=row.disabled, disabled_reason=row.disabled_reason,
-                           disabled_at=as_utc(row.disabled_at), updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
+                           disabled_at=as_utc(row.disabled_at), updated_at=as_utc(row.updated_at),
                            channel_id=row.channel_id, guild_id=row.guild_id)
 
 
@@ -140,7 +141,7 @@ class AdminStore(Store):
         """Record a new session (and forget expired ones, so the table stays as small as the logins)."""
         now = utcnow()
         with self._db.session(write=True) as session:
-            session.execute(delete(AdminSessionRecord).where(AdminSessionRecord.expires_at < now))
+            session.execute(delete(AdminSessionRecord).where(col(AdminSessionRecord.expires_at) < now))
             session.add(AdminSessionRecord(id=session_digest, credential=credential, created_at=now,
                                            expires_at=expires_at))
 
@@ -149,12 +150,12 @@ class AdminStore(Store):
         with self._db.session() as session:
             row = session.get(AdminSessionRecord, session_digest)
         return (row is not None and hmac.compare_digest(row.credential, credential)
-                and as_utc(row.expires_at) > utcnow())  # type: ignore[operator]
+                and as_utc(row.expires_at) > utcnow())
 
     def end_session(self, session_digest: str) -> None:
         """Logout: the session is gone for every replica at once."""
         with self._db.session(write=True) as session:
-            session.execute(delete(AdminSessionRecord).where(AdminSessionRecord.id == session_digest))
+            session.execute(delete(AdminSessionRecord).where(col(AdminSessionRecord.id) == session_digest))
 
     # --- results ---------------------------------------------------------------------------------
 
@@ -164,22 +165,22 @@ class AdminStore(Store):
             if session.get(Result, result_id) is None:
                 raise NotFound(result_id)
             deliveries = session.scalars(
-                select(Delivery).where(Delivery.result_id == result_id)
-                .order_by(Delivery.generation.desc(), Delivery.position)
+                select(Delivery).where(col(Delivery.result_id) == result_id)
+                .order_by(col(Delivery.generation).desc(), col(Delivery.position))
             ).all()
             ids = [d.id for d in deliveries]
             keys = {d.destination_key for d in deliveries}
             disabled = set(session.scalars(
-                select(Destination.key).where(Destination.key.in_(keys), Destination.disabled.is_(True))
+                select(col(Destination.key)).where(col(Destination.key).in_(keys), col(Destination.disabled).is_(True))
             ).all()) if keys else set()
             events: dict[int, list[EventView]] = {}
             if ids:
                 for ev in session.scalars(
-                    select(DeliveryEvent).where(DeliveryEvent.delivery_id.in_(ids))
-                    .order_by(DeliveryEvent.at, DeliveryEvent.id)
+                    select(DeliveryEvent).where(col(DeliveryEvent.delivery_id).in_(ids))
+                    .order_by(col(DeliveryEvent.at), col(DeliveryEvent.id))
                 ).all():
                     events.setdefault(ev.delivery_id, []).append(EventView(
-                        at=as_utc(ev.at), outcome=ev.outcome, http_status=ev.http_status,  # type: ignore[arg-type]
+                        at=as_utc(ev.at), outcome=ev.outcome, http_status=ev.http_status,
                         discord_code=ev.discord_code, message=ev.message, retry_at=as_utc(ev.retry_at)))
         return [
             DeliveryTimeline(id=d.id or 0, generation=d.generation, position=d.position, kind=d.kind,
@@ -217,10 +218,11 @@ class AdminStore(Store):
         """Destinations (of ``tenant``, or of all), disabled ones first, then the most recently touched."""
         query = select(Destination)
         if tenant is not None:
-            query = query.where(Destination.tenant == tenant)
+            query = query.where(col(Destination.tenant) == tenant)
         if disabled_only:
-            query = query.where(Destination.disabled.is_(True))
-        query = query.order_by(Destination.disabled.desc(), Destination.updated_at.desc(), Destination.key)
+            query = query.where(col(Destination.disabled).is_(True))
+        query = query.order_by(col(Destination.disabled).desc(), col(Destination.updated_at).desc(),
+                               col(Destination.key))
         with self._db.session() as session:
             rows = session.scalars(query.limit(limit)).all()
         return [_destination_view(r) for r in rows]
@@ -231,9 +233,9 @@ class AdminStore(Store):
         The record is read back by its key in the same transaction: a lookup in a listing would miss a
         destination beyond the listing's first page.
         """
-        query = update(Destination).where(Destination.key == key)
+        query = update(Destination).where(col(Destination.key) == key)
         if tenant is not None:
-            query = query.where(Destination.tenant == tenant)
+            query = query.where(col(Destination.tenant) == tenant)
         with self._db.session(write=True) as session:
             done = session.execute(
                 query
@@ -255,12 +257,12 @@ class AdminStore(Store):
         starts = [end - timedelta(hours=hours - i) for i in range(hours)]
         columns = []
         for start in starts:
-            in_hour = (DeliveryEvent.at >= start) & (DeliveryEvent.at < start + timedelta(hours=1))
+            in_hour = (col(DeliveryEvent.at) >= start) & (col(DeliveryEvent.at) < start + timedelta(hours=1))
             for outcomes in (("delivered",), FAILED_OUTCOMES):
-                hit = in_hour & DeliveryEvent.outcome.in_(outcomes)
+                hit = in_hour & col(DeliveryEvent.outcome).in_(outcomes)
                 columns.append(func.coalesce(func.sum(case((hit, 1), else_=0)), 0))
-        query = select(*columns).where(DeliveryEvent.at >= starts[0],
-                                       DeliveryEvent.outcome.in_(("delivered", *FAILED_OUTCOMES)))
+        query = select(*columns).where(col(DeliveryEvent.at) >= starts[0],
+                                       col(DeliveryEvent.outcome).in_(("delivered", *FAILED_OUTCOMES)))
         with self._db.session() as session:
             row = session.execute(query).one()
         return [HourBucket(start=start, delivered=int(row[2 * i]), failed=int(row[2 * i + 1]))

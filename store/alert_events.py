@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.tables import AlertEvent, Delivery, Destination, Result
 
@@ -18,10 +18,10 @@ from schemas.tables import AlertEvent, Delivery, Destination, Result
 def record_undelivered(session: Session, result: Result, now: datetime) -> None:
     """Inside the transaction that made ``result`` undelivered: one alert naming why, per failed destination."""
     failed = session.execute(
-        select(Delivery.destination_key, Delivery.last_error_status, Delivery.last_error_code,
-               Delivery.last_error_message)
-        .where(Delivery.result_id == result.id, Delivery.generation == result.generation,
-               Delivery.status == "failed").order_by(Delivery.position)).all()
+        select(col(Delivery.destination_key), col(Delivery.last_error_status), col(Delivery.last_error_code),
+               col(Delivery.last_error_message))
+        .where(col(Delivery.result_id) == result.id, col(Delivery.generation) == result.generation,
+               col(Delivery.status) == "failed").order_by(col(Delivery.position))).all()
     reasons = [f"{_destination_words(key)}: {_reason(status, code, message)}"
                for key, status, code, message in failed] or ["no destination took it"]
     title = (result.title or "(untitled)").strip().replace("\n", " ")[:120]
@@ -33,7 +33,7 @@ def record_undelivered(session: Session, result: Result, now: datetime) -> None:
 
 def record_disabled(session: Session, key: str, reason: str, now: datetime) -> None:
     """Inside the transaction that disabled destination ``key``."""
-    tenant = session.scalar(select(Destination.tenant).where(Destination.key == key)) or "default"
+    tenant = session.scalar(select(col(Destination.tenant)).where(col(Destination.key) == key)) or "default"
     session.add(AlertEvent(at=now, kind="disabled", group_key=f"destination disabled: {_destination_words(key)}"[:300],
                            text=f"{reason} · tenant {tenant}", detail_json={"destination": key}))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.tables import ChannelPacer, Destination
 from schemas.work import ChannelInfo, PaceLimit, Slot
@@ -57,8 +57,8 @@ class ChannelStore(Store):
     def channel(self, key: str) -> ChannelInfo:
         """The channel and guild learned for destination ``key`` (both ``None`` when unknown)."""
         with self._session() as session:
-            row = session.execute(select(Destination.channel_id, Destination.guild_id)
-                                  .where(Destination.key == key)).first()
+            row = session.execute(select(col(Destination.channel_id), col(Destination.guild_id))
+                                  .where(col(Destination.key) == key)).first()
         return ChannelInfo(*row) if row is not None else ChannelInfo(None, None)
 
     def channels(self, keys: list[str]) -> dict[str, ChannelInfo]:
@@ -66,15 +66,15 @@ class ChannelStore(Store):
         if not keys:
             return {}
         with self._session() as session:
-            rows = session.execute(select(Destination.key, Destination.channel_id, Destination.guild_id)
-                                   .where(Destination.key.in_(keys))).all()
+            rows = session.execute(select(col(Destination.key), col(Destination.channel_id), col(Destination.guild_id))
+                                   .where(col(Destination.key).in_(keys))).all()
         return {key: ChannelInfo(channel, guild) for key, channel, guild in rows}
 
     def destinations_in_channel(self, channel_id: str) -> list[str]:
         """Keys of every destination known to post into ``channel_id`` (all tenants)."""
         with self._session() as session:
-            return list(session.scalars(select(Destination.key).where(Destination.channel_id == channel_id)
-                                        .order_by(Destination.key)))
+            return list(session.scalars(select(col(Destination.key)).where(col(Destination.channel_id) == channel_id)
+                                        .order_by(col(Destination.key))))
 
     def learn_channel(self, key: str, *, channel_id: str | None, guild_id: str | None = None) -> None:
         """Remember what Discord said about destination ``key``'s webhook; ``None`` keeps what is known.
@@ -87,7 +87,7 @@ class ChannelStore(Store):
         webhook = key.rpartition("/")[2]
         with self._session(write=True) as session:
             session.execute(update(Destination).where(
-                (Destination.key == key) | Destination.key.like(f"%/{webhook}")).values(**values))
+                (col(Destination.key) == key) | col(Destination.key).like(f"%/{webhook}")).values(**values))
 
     # --- the pacer ----------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ class ChannelStore(Store):
         """The channel's pacer row, created when missing and locked for this transaction."""
         session.execute(self._insert(ChannelPacer).values(channel_id=channel_id, slots_json=[], updated_at=now)
                         .on_conflict_do_nothing(index_elements=["channel_id"]))
-        query = select(ChannelPacer).where(ChannelPacer.channel_id == channel_id)
+        query = select(ChannelPacer).where(col(ChannelPacer.channel_id) == channel_id)
         if self._postgres:
             query = query.with_for_update()  # SQLite's write transaction is already exclusive
         row = session.scalars(query).one()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.lifecycle import (
     Delivered,
@@ -34,7 +34,7 @@ from schemas.work import ClaimedDestination, Finished, Renderer, StoredPlan, Wor
 from store.alert_events import record_disabled, record_undelivered
 from store.errors import AttachmentMissing
 from store.route import advance, load_route
-from store.session import Store, as_utc, utcnow
+from store.session import Store, as_utc, table_of, utcnow
 
 
 class DeliveryQueue(Store):
@@ -59,22 +59,22 @@ class DeliveryQueue(Store):
         if limit <= 0:
             return []
         now = utcnow()
-        due = select(Delivery.destination_key).where(
-            Delivery.status == "pending", Delivery.next_attempt_at <= now).distinct()
-        free = [Destination.lease_owner.is_(None), Destination.lease_expires_at < now,
-                Destination.lease_owner == owner]
+        due = select(col(Delivery.destination_key)).where(
+            col(Delivery.status) == "pending", col(Delivery.next_attempt_at) <= now).distinct()
+        free = [col(Destination.lease_owner).is_(None), col(Destination.lease_expires_at) < now,
+                col(Destination.lease_owner) == owner]
         if dead_owners:
-            free.append(Destination.lease_owner.in_(list(dead_owners)))
-        conditions = [Destination.key.in_(due), or_(*free),
-                      or_(Destination.blocked_until.is_(None), Destination.blocked_until <= now)]
+            free.append(col(Destination.lease_owner).in_(list(dead_owners)))
+        conditions = [col(Destination.key).in_(due), or_(*free),
+                      or_(col(Destination.blocked_until).is_(None), col(Destination.blocked_until) <= now)]
         if exclude:
             # Never a second task for a destination we serve, even if its lease ran out while a
             # store outage kept the heartbeat from renewing it: that would send its message twice.
-            conditions.append(Destination.key.not_in(list(exclude)))
+            conditions.append(col(Destination.key).not_in(list(exclude)))
         query = (
             select(Destination)
             .where(*conditions)
-            .order_by(Destination.updated_at)
+            .order_by(col(Destination.updated_at))
             .limit(limit)
         )
         if self._postgres:
@@ -96,17 +96,17 @@ class DeliveryQueue(Store):
     def leased_owners(self, *, exclude: str) -> list[str]:
         """Owners of unexpired leases other than ``exclude`` (candidates for a presence check)."""
         with self._session() as session:
-            return list(session.scalars(select(Destination.lease_owner).where(
-                Destination.lease_owner.is_not(None), Destination.lease_owner != exclude,
-                Destination.lease_expires_at >= utcnow()).distinct()))
+            return list(session.scalars(select(col(Destination.lease_owner)).where(
+                col(Destination.lease_owner).is_not(None), col(Destination.lease_owner) != exclude,
+                col(Destination.lease_expires_at) >= utcnow()).distinct()))
 
     def renew(self, owner: str, keys: Sequence[str], *, lease_s: float) -> None:
         """Extend this worker's leases (heartbeat)."""
         if not keys:
             return
         with self._session(write=True) as session:
-            session.execute(update(Destination).where(Destination.key.in_(list(keys)),
-                                                      Destination.lease_owner == owner)
+            session.execute(update(Destination).where(col(Destination.key).in_(list(keys)),
+                                                      col(Destination.lease_owner) == owner)
                             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s)))
 
     def release(self, owner: str, key: str, *, bucket: BucketState | None, dm_channel_id: str | None = None,
@@ -120,13 +120,14 @@ class DeliveryQueue(Store):
         if dm_channel_id:
             values["dm_channel_id"] = dm_channel_id
         with self._session(write=True) as session:
-            session.execute(update(Destination).where(Destination.key == key, Destination.lease_owner == owner)
+            session.execute(update(Destination).where(col(Destination.key) == key,
+                                                      col(Destination.lease_owner) == owner)
                             .values(**values))
 
     def release_all(self, owner: str) -> None:
         """Drop every lease this worker still holds (shutdown)."""
         with self._session(write=True) as session:
-            session.execute(update(Destination).where(Destination.lease_owner == owner)
+            session.execute(update(Destination).where(col(Destination.lease_owner) == owner)
                             .values(lease_owner=None, lease_expires_at=None))
 
     # --- one delivery ----------------------------------------------------------------------------
@@ -160,8 +161,8 @@ class DeliveryQueue(Store):
     def save_plans(self, delivery_id: int, plans: Sequence[MessagePlan], *, start_seq: int = 0) -> list[StoredPlan]:
         """Store (or, after a re-render, replace the unsent part of) a delivery's plan; returns it whole."""
         with self._session(write=True) as session:
-            session.execute(PlannedMessage.__table__.delete().where(  # type: ignore[attr-defined]
-                PlannedMessage.delivery_id == delivery_id, PlannedMessage.message_id.is_(None)))
+            session.execute(table_of(PlannedMessage).delete().where(
+                col(PlannedMessage.delivery_id) == delivery_id, col(PlannedMessage.message_id).is_(None)))
             _insert_plans(session, delivery_id, plans, start_seq)
             return _stored_plans(session, delivery_id)  # the sent part too: the whole plan, in order
 
@@ -173,21 +174,22 @@ class DeliveryQueue(Store):
     def set_thread(self, delivery_id: int, thread_id: str) -> None:
         """The forum post this delivery's first message created: later messages and retries go there."""
         with self._session(write=True) as session:
-            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(thread_id=thread_id))
+            session.execute(update(Delivery).where(col(Delivery.id) == delivery_id).values(thread_id=thread_id))
             session.add(DeliveryEvent(delivery_id=delivery_id, at=utcnow(), outcome="thread_created",
                                       message=f"forum post {thread_id}"))
 
     def set_render_scale(self, delivery_id: int, scale: int, note: str) -> None:
         """Remember that this delivery renders smaller (after a 413)."""
         with self._session(write=True) as session:
-            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(render_scale=scale))
+            session.execute(update(Delivery).where(col(Delivery.id) == delivery_id).values(render_scale=scale))
             session.add(DeliveryEvent(delivery_id=delivery_id, at=utcnow(), outcome="rerendered", message=note))
 
     def read_attachment(self, result_id: str, index: int, offset: int, length: int) -> bytes:
         """A byte range of a stored attachment; ``AttachmentMissing`` if the result has no such file."""
         with self._session() as session:
-            row = session.execute(select(Attachment.size, func.substr(Attachment.data, offset + 1, length)).where(
-                Attachment.result_id == result_id, Attachment.idx == index)).first()
+            row = session.execute(select(col(Attachment.size), func.substr(col(Attachment.data), offset + 1,
+                                                                           length)).where(
+                col(Attachment.result_id) == result_id, col(Attachment.idx) == index)).first()
         if row is None:
             raise AttachmentMissing(f"attachment {index} is missing")
         size, data = row
@@ -209,11 +211,11 @@ class DeliveryQueue(Store):
             values: dict[str, Any] = {"next_attempt_at": at, "last_error_status": status, "last_error_code": code,
                                       "last_error_message": message, "updated_at": utcnow()}
             if not count_attempt:
-                values["attempts"] = Delivery.attempts - 1
-            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values))
+                values["attempts"] = col(Delivery.attempts) - 1
+            session.execute(update(Delivery).where(col(Delivery.id) == delivery_id).values(**values))
             if hold_destination:
-                key = select(Delivery.destination_key).where(Delivery.id == delivery_id).scalar_subquery()
-                session.execute(update(Destination).where(Destination.key == key).values(blocked_until=at))
+                key = select(col(Delivery.destination_key)).where(col(Delivery.id) == delivery_id).scalar_subquery()
+                session.execute(update(Destination).where(col(Destination.key) == key).values(blocked_until=at))
             session.add(DeliveryEvent(delivery_id=delivery_id, at=utcnow(), outcome=outcome, http_status=status,
                                       discord_code=code, message=message, retry_at=at))
 
@@ -221,13 +223,14 @@ class DeliveryQueue(Store):
         """How often delivering this has crashed so far (its ``crashed`` events)."""
         with self._session() as session:
             return int(session.scalar(select(func.count()).select_from(DeliveryEvent).where(
-                DeliveryEvent.delivery_id == delivery_id, DeliveryEvent.outcome == "crashed")) or 0)
+                col(DeliveryEvent.delivery_id) == delivery_id, col(DeliveryEvent.outcome) == "crashed")) or 0)
 
     def disable_destination(self, key: str, reason: str) -> None:
         """A 404 Unknown Webhook: later results to it fail fast until someone re-enables it."""
         now = utcnow()
         with self._session(write=True) as session:
-            changed = session.execute(update(Destination).where(Destination.key == key, Destination.disabled.is_(False))
+            changed = session.execute(update(Destination).where(col(Destination.key) == key,
+                                                                col(Destination.disabled).is_(False))
                                       .values(disabled=True, disabled_reason=reason, disabled_at=now, updated_at=now))
             if self.record_alerts and changed.rowcount:  # type: ignore[attr-defined]
                 record_disabled(session, key, reason, now)
@@ -249,7 +252,7 @@ class DeliveryQueue(Store):
         """The hand-off notice for this interaction delivery went out (never twice)."""
         now = utcnow()
         with self._session(write=True) as session:
-            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(notice_sent_at=now))
+            session.execute(update(Delivery).where(col(Delivery.id) == delivery_id).values(notice_sent_at=now))
             session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome="handoff_notice",
                                       message="told the user where the result will arrive"))
 
@@ -257,15 +260,15 @@ class DeliveryQueue(Store):
         """Stop a delivery that must not be sent any more (its result was acknowledged or superseded)."""
         now = utcnow()
         with self._session(write=True) as session:
-            session.execute(update(Delivery).where(Delivery.id == delivery_id)
+            session.execute(update(Delivery).where(col(Delivery.id) == delivery_id)
                             .values(status="cancelled", next_attempt_at=None, updated_at=now))
             session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome="skipped", message=reason))
 
     def queue_stats(self) -> tuple[int, float]:
         """(deliveries waiting to be sent, age in seconds of the oldest one)."""
         with self._session() as session:
-            count, oldest = session.execute(select(func.count(), func.min(Delivery.created_at)).where(
-                Delivery.status == "pending")).one()
+            count, oldest = session.execute(select(func.count(), func.min(col(Delivery.created_at))).where(
+                col(Delivery.status) == "pending")).one()
         age = (utcnow() - as_utc(oldest)).total_seconds() if oldest else 0.0
         return int(count), max(0.0, age)
 
@@ -284,9 +287,9 @@ def _insert_plans(session: Session, delivery_id: int, plans: Sequence[MessagePla
 
 def _start_next(session: Session, key: str, now: datetime, render: Renderer | None) -> Work | None:
     d = session.scalars(
-        select(Delivery).where(Delivery.destination_key == key, Delivery.status == "pending",
-                               Delivery.next_attempt_at <= now)
-        .order_by(Delivery.created_at, Delivery.id).limit(1)).first()
+        select(Delivery).where(col(Delivery.destination_key) == key, col(Delivery.status) == "pending",
+                               col(Delivery.next_attempt_at) <= now)
+        .order_by(col(Delivery.created_at), col(Delivery.id)).limit(1)).first()
     if d is None:
         return None
     r = session.get(Result, d.result_id)
@@ -303,8 +306,8 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
         advance(session, rows, Start(d.position), now)
         following = next((s.kind for s in rows.deliveries[d.position + 1:]), None)
     atts = session.execute(
-        select(Attachment.idx, Attachment.filename, Attachment.content_type, Attachment.size,
-               Attachment.sha256).where(Attachment.result_id == r.id).order_by(Attachment.idx)).all()
+        select(col(Attachment.idx), col(Attachment.filename), col(Attachment.content_type), col(Attachment.size),
+               col(Attachment.sha256)).where(col(Attachment.result_id) == r.id).order_by(col(Attachment.idx))).all()
     defect = None
     try:
         result = render_input(r, atts)
@@ -380,14 +383,14 @@ def _finish(session: Session, delivery_id: int, *, delivered: bool, now: datetim
 
 
 def _record_sent(session: Session, delivery_id: int, plan_id: int, message_id: str, now: datetime) -> None:
-    session.execute(update(PlannedMessage).where(PlannedMessage.id == plan_id)
+    session.execute(update(PlannedMessage).where(col(PlannedMessage.id) == plan_id)
                     .values(message_id=message_id, sent_at=now))
     session.add(DeliveryEvent(delivery_id=delivery_id, at=now, outcome="sent", message=f"message {message_id}"))
 
 
 def _stored_plans(session: Session, delivery_id: int) -> list[StoredPlan]:
-    rows = session.scalars(select(PlannedMessage).where(PlannedMessage.delivery_id == delivery_id)
-                           .order_by(PlannedMessage.seq)).all()
+    rows = session.scalars(select(PlannedMessage).where(col(PlannedMessage.delivery_id) == delivery_id)
+                           .order_by(col(PlannedMessage.seq))).all()
     return [StoredPlan(id=r.id or 0, seq=r.seq, plan=_plan_from_row(r), nonce=r.nonce, message_id=r.message_id)
             for r in rows]
 
@@ -395,8 +398,9 @@ def _stored_plans(session: Session, delivery_id: int) -> list[StoredPlan]:
 def _progress_handoff_sent(session: Session, result: Result, delivery: Delivery) -> bool:
     if delivery.kind != "interaction" or not result.workflow_id:
         return False
-    state = session.scalar(select(ProgressMessage.state_json).where(
-        ProgressMessage.workflow_id == result.workflow_id, ProgressMessage.destination_key == delivery.destination_key))
+    state = session.scalar(select(col(ProgressMessage.state_json)).where(
+        col(ProgressMessage.workflow_id) == result.workflow_id,
+        col(ProgressMessage.destination_key) == delivery.destination_key))
     return bool(state and state.get("handoff_sent"))
 
 
@@ -404,8 +408,9 @@ def _progress_thread(session: Session, result: Result, delivery: Delivery) -> st
     """The forum post this workflow's progress message opened on the same destination, if any."""
     if delivery.kind != "webhook" or not result.workflow_id or not delivery.target_json.get("thread_name"):
         return None
-    state = session.scalar(select(ProgressMessage.state_json).where(
-        ProgressMessage.workflow_id == result.workflow_id, ProgressMessage.destination_key == delivery.destination_key))
+    state = session.scalar(select(col(ProgressMessage.state_json)).where(
+        col(ProgressMessage.workflow_id) == result.workflow_id,
+        col(ProgressMessage.destination_key) == delivery.destination_key))
     thread = state.get("thread_id") if state else None
     return str(thread) if thread else None
 

@@ -30,8 +30,6 @@ log = logging.getLogger("relay.group_commit")
 T = TypeVar("T")
 R = TypeVar("R")
 
-Outcome = R | BaseException
-
 
 @dataclass
 class CommitStats:
@@ -47,7 +45,7 @@ class GroupCommitter(Generic[T, R]):
 
     def __init__(
         self,
-        write_batch: Callable[[list[T]], Sequence[Outcome[R]]],
+        write_batch: Callable[[list[T]], Sequence[R | BaseException]],
         *,
         max_items: int = 256,
         max_bytes: int = 32 * 1024 * 1024,

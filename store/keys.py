@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
+from sqlmodel import col
 
 from schemas.tables import DEFAULT_TENANT, TENANT_NAME, ApiKey
 from store.ids import new_id
@@ -86,20 +87,21 @@ class KeyStore(Store):
     def count_active(self) -> int:
         """How many keys (stored or configured) can authenticate."""
         with self._db.session() as session:
-            stored = session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None)))
+            stored = session.scalar(select(func.count()).select_from(ApiKey).where(col(ApiKey.revoked_at).is_(None)))
         return int(stored or 0) + len(self._configured)
 
     def list(self) -> list[KeyInfo]:
         """Every stored key, newest first."""
         with self._db.session() as session:
-            rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at.desc())).all()
+            rows = session.scalars(select(ApiKey).order_by(col(ApiKey.created_at).desc())).all()
         return [_key_info(r) for r in rows]
 
     def revoke(self, key_id: str) -> bool:
         """Revoke a key; False when no such key exists."""
         with self._db.session(write=True) as session:
             done = session.execute(
-                update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+                update(ApiKey).where(col(ApiKey.id) == key_id,
+                                     col(ApiKey.revoked_at).is_(None)).values(revoked_at=utcnow())
             )
             revoked = bool(done.rowcount)  # type: ignore[attr-defined]
         self._cache.clear()
@@ -143,5 +145,5 @@ class KeyStore(Store):
 
 
 def _key_info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(id=row.id, name=row.name, tenant=row.tenant, created_at=as_utc(row.created_at),  # type: ignore[arg-type]
+    return KeyInfo(id=row.id, name=row.name, tenant=row.tenant, created_at=as_utc(row.created_at),
                    revoked_at=as_utc(row.revoked_at), last_used_at=as_utc(row.last_used_at))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, exists, or_, select
+from sqlmodel import col
 
 from schemas.messages import RenderInput
 from schemas.tables import Attachment, Delivery, Destination, Result, ResultViewer
@@ -45,14 +46,15 @@ class Suggestion:
 
 def _visible(viewer: Viewer) -> list[ColumnElement[bool]]:
     """The WHERE conditions that keep a query to what ``viewer`` may see."""
-    owned: list[ColumnElement[bool]] = [exists().where(ResultViewer.result_id == Result.id,
-                                                       ResultViewer.user_id == viewer.user_id)]
+    owned: list[ColumnElement[bool]] = [exists().where(col(ResultViewer.result_id) == col(Result.id),
+                                                       col(ResultViewer.user_id) == viewer.user_id)]
     if viewer.managed_guild is not None:
-        owned.append(exists().where(Delivery.result_id == Result.id, Destination.key == Delivery.destination_key,
-                                    Destination.guild_id == viewer.managed_guild))
+        owned.append(exists().where(col(Delivery.result_id) == col(Result.id),
+                                    col(Destination.key) == col(Delivery.destination_key),
+                                    col(Destination.guild_id) == viewer.managed_guild))
     conditions = [or_(*owned)]
     if viewer.tenants:
-        conditions.append(Result.tenant.in_(list(viewer.tenants)))
+        conditions.append(col(Result.tenant).in_(list(viewer.tenants)))
     return conditions
 
 
@@ -72,10 +74,10 @@ class PickupStore(Store):
         """One page of the viewer's results, newest first, and whether another page follows."""
         query = select(Result).where(*_visible(viewer))
         if statuses:
-            query = query.where(Result.status.in_(list(statuses)))
+            query = query.where(col(Result.status).in_(list(statuses)))
         if workflow_id:
-            query = query.where(Result.workflow_id == workflow_id)
-        query = query.order_by(Result.created_at.desc(), Result.id.desc()).offset(max(0, page) * per_page)
+            query = query.where(col(Result.workflow_id) == workflow_id)
+        query = query.order_by(col(Result.created_at).desc(), col(Result.id).desc()).offset(max(0, page) * per_page)
         with self._db.session() as session:
             rows = list(session.scalars(query.limit(per_page + 1)).all())
             return result_views(session, rows[:per_page]), len(rows) > per_page
@@ -83,7 +85,7 @@ class PickupStore(Store):
     def get(self, result_id: str, viewer: Viewer) -> ResultView:
         """One result the viewer may see; ``NotFound`` otherwise (also for another user's result)."""
         with self._db.session() as session:
-            row = session.scalars(select(Result).where(Result.id == result_id, *_visible(viewer))).first()
+            row = session.scalars(select(Result).where(col(Result.id) == result_id, *_visible(viewer))).first()
             if row is None:
                 raise NotFound(result_id)
             return result_views(session, [row])[0]
@@ -91,32 +93,34 @@ class PickupStore(Store):
     def preview(self, result_id: str, viewer: Viewer) -> tuple[ResultView, RenderInput]:
         """The result (its files listed) and what the renderer needs of it — for ``/results show``."""
         with self._db.session() as session:
-            row = session.scalars(select(Result).where(Result.id == result_id, *_visible(viewer))).first()
+            row = session.scalars(select(Result).where(col(Result.id) == result_id, *_visible(viewer))).first()
             if row is None:
                 raise NotFound(result_id)
-            atts = session.execute(select(Attachment.idx, Attachment.filename, Attachment.content_type,
-                                          Attachment.size, Attachment.sha256)
-                                   .where(Attachment.result_id == result_id).order_by(Attachment.idx)).all()
+            atts = session.execute(select(col(Attachment.idx), col(Attachment.filename), col(Attachment.content_type),
+                                          col(Attachment.size), col(Attachment.sha256))
+                                   .where(col(Attachment.result_id) == result_id).order_by(col(Attachment.idx))).all()
             return result_views(session, [row])[0], render_input(row, atts)
 
     def suggest(self, viewer: Viewer, prefix: str, *, limit: int = 25) -> list[Suggestion]:
         """The viewer's results whose id or workflow id starts with ``prefix``, newest first."""
-        query = select(Result.id, Result.title, Result.workflow_id, Result.status).where(*_visible(viewer))
+        query = select(col(Result.id), col(Result.title), col(Result.workflow_id),
+                       col(Result.status)).where(*_visible(viewer))
         if prefix:
             pattern = _like_prefix(prefix)
-            query = query.where(or_(Result.id.like(pattern, escape="\\"),
-                                    Result.workflow_id.like(pattern, escape="\\")))
-        query = query.order_by(Result.created_at.desc(), Result.id.desc()).limit(limit)
+            query = query.where(or_(col(Result.id).like(pattern, escape="\\"),
+                                    col(Result.workflow_id).like(pattern, escape="\\")))
+        query = query.order_by(col(Result.created_at).desc(), col(Result.id).desc()).limit(limit)
         with self._db.session() as session:
             rows = session.execute(query).all()
         return [Suggestion(result_id=r.id, title=r.title, workflow_id=r.workflow_id, status=r.status) for r in rows]
 
     def suggest_workflows(self, viewer: Viewer, prefix: str, *, limit: int = 25) -> list[str]:
         """Workflow ids of the viewer's results starting with ``prefix``, most recent first, each once."""
-        query = select(Result.workflow_id, Result.created_at).where(*_visible(viewer), Result.workflow_id.is_not(None))
+        query = select(col(Result.workflow_id), col(Result.created_at)).where(*_visible(viewer),
+                                                                              col(Result.workflow_id).is_not(None))
         if prefix:
-            query = query.where(Result.workflow_id.like(_like_prefix(prefix), escape="\\"))
-        query = query.order_by(Result.created_at.desc()).limit(limit * 8)
+            query = query.where(col(Result.workflow_id).like(_like_prefix(prefix), escape="\\"))
+        query = query.order_by(col(Result.created_at).desc()).limit(limit * 8)
         with self._db.session() as session:
             rows = session.execute(query).all()
         return list(dict.fromkeys(r.workflow_id for r in rows))[:limit]

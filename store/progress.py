@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from schemas.messages import INTERACTION_TTL, LAST_SAFE_SEND, RELAY_STATE_MARKS
 from schemas.tables import Delivery, Destination, ProgressMessage, Result
@@ -62,7 +63,8 @@ def _upsert(session: Session, workflow_id: str, target: Target, state: dict[str,
     now = utcnow()
     # Locked: what the relay marked meanwhile (``handoff_sent``, ``thread_id``) must be read, not overwritten.
     row = session.scalar(select(ProgressMessage).where(
-        ProgressMessage.workflow_id == workflow_id, ProgressMessage.destination_key == target.key).with_for_update())
+        col(ProgressMessage.workflow_id) == workflow_id,
+        col(ProgressMessage.destination_key) == target.key).with_for_update())
     if row is None:
         session.add(ProgressMessage(
             workflow_id=workflow_id, destination_key=target.key, kind=target.kind,
@@ -84,14 +86,15 @@ class ProgressQueue(Store):
     def claim(self, owner: str, *, limit: int, lease_s: float) -> list[ProgressWork]:
         """Progress rows with a newer state than Discord shows, whose destination has no due result."""
         now = utcnow()
-        busy = exists().where(Delivery.destination_key == ProgressMessage.destination_key,
-                              Delivery.status == "pending", Delivery.next_attempt_at <= now)
+        busy = exists().where(col(Delivery.destination_key) == col(ProgressMessage.destination_key),
+                              col(Delivery.status) == "pending", col(Delivery.next_attempt_at) <= now)
         query = (select(ProgressMessage)
-                 .where(ProgressMessage.version > ProgressMessage.sent_version,
-                        or_(ProgressMessage.next_attempt_at.is_(None), ProgressMessage.next_attempt_at <= now),
-                        or_(ProgressMessage.lease_owner.is_(None), ProgressMessage.lease_expires_at < now),
+                 .where(col(ProgressMessage.version) > col(ProgressMessage.sent_version),
+                        or_(col(ProgressMessage.next_attempt_at).is_(None),
+                            col(ProgressMessage.next_attempt_at) <= now),
+                        or_(col(ProgressMessage.lease_owner).is_(None), col(ProgressMessage.lease_expires_at) < now),
                         ~busy)
-                 .order_by(ProgressMessage.updated_at).limit(limit))
+                 .order_by(col(ProgressMessage.updated_at)).limit(limit))
         if self._postgres:
             query = query.with_for_update(skip_locked=True)
         with self._session(write=True) as session:
@@ -100,8 +103,8 @@ class ProgressQueue(Store):
                 row.lease_owner, row.lease_expires_at = owner, now + timedelta(seconds=lease_s)
             keys = [r.destination_key for r in rows if r.kind == "webhook"]
             channels: dict[str, str] = {key: channel for key, channel in session.execute(
-                select(Destination.key, Destination.channel_id).where(
-                    Destination.key.in_(keys), Destination.channel_id.is_not(None)))} if keys else {}
+                select(col(Destination.key), col(Destination.channel_id)).where(
+                    col(Destination.key).in_(keys), col(Destination.channel_id).is_not(None)))} if keys else {}
             return [ProgressWork(id=r.id or 0, workflow_id=r.workflow_id, destination_key=r.destination_key,
                                  kind=r.kind, target=dict(r.target_json), state=dict(r.state_json), version=r.version,
                                  message_id=r.message_id, done=r.done, thread_id=_forum_thread(session, r),
@@ -121,12 +124,12 @@ class ProgressQueue(Store):
         with self._session(write=True) as session:
             if thread_id is not None:
                 _mark_state(session, row_id, thread_id=thread_id)
-            session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id).values(**values))
+            session.execute(update(ProgressMessage).where(col(ProgressMessage.id) == row_id).values(**values))
 
     def retry_later(self, row_id: int, at: datetime) -> None:
         """A transient failure: try the newest state again at ``at``."""
         with self._session(write=True) as session:
-            session.execute(update(ProgressMessage).where(ProgressMessage.id == row_id)
+            session.execute(update(ProgressMessage).where(col(ProgressMessage.id) == row_id)
                             .values(lease_owner=None, lease_expires_at=None, next_attempt_at=at))
 
     def due_handoffs(self, *, margin_s: float) -> list[ProgressWork]:
@@ -136,11 +139,11 @@ class ProgressQueue(Store):
         interaction), so the time window is checked here rather than in SQL.
         """
         now = utcnow()
-        delivered = exists().where(Result.workflow_id == ProgressMessage.workflow_id,
-                                   Result.status.in_(("delivered", "picked_up")))
+        delivered = exists().where(col(Result.workflow_id) == col(ProgressMessage.workflow_id),
+                                   col(Result.status).in_(("delivered", "picked_up")))
         with self._session() as session:
             rows = session.scalars(select(ProgressMessage).where(
-                ProgressMessage.kind == "interaction", ProgressMessage.done.is_(False), ~delivered)).all()
+                col(ProgressMessage.kind) == "interaction", col(ProgressMessage.done).is_(False), ~delivered)).all()
         due = []
         for r in rows:
             if r.state_json.get("handoff_sent"):
@@ -165,7 +168,7 @@ def _mark_state(session: Any, row_id: int, **marks: Any) -> None:
     A state read earlier may since have been replaced by a newer progress update (``store.progress``
     keeps these marks across updates); writing that earlier state back would undo the update.
     """
-    row = session.scalar(select(ProgressMessage).where(ProgressMessage.id == row_id).with_for_update())
+    row = session.scalar(select(ProgressMessage).where(col(ProgressMessage.id) == row_id).with_for_update())
     if row is not None:
         row.state_json = {**row.state_json, **marks}
         session.flush()
@@ -177,7 +180,8 @@ def _forum_thread(session: Any, row: ProgressMessage) -> str | None:
         return str(row.state_json["thread_id"])
     if not row.target_json.get("thread_name"):
         return None
-    thread = session.scalar(select(Delivery.thread_id).join(Result, Result.id == Delivery.result_id).where(
-        Result.workflow_id == row.workflow_id, Delivery.destination_key == row.destination_key,
-        Delivery.thread_id.is_not(None)).limit(1))
+    thread = session.scalar(select(col(Delivery.thread_id)).join(Result,
+                                                                 col(Result.id) == col(Delivery.result_id)).where(
+        col(Result.workflow_id) == row.workflow_id, col(Delivery.destination_key) == row.destination_key,
+        col(Delivery.thread_id).is_not(None)).limit(1))
     return str(thread) if thread else None

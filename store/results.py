@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Select, delete, exists, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from schemas.lifecycle import Ack, DeliveryStatus, NewGeneration, Redeliver, ResultStatus, Route
 from schemas.tables import (
@@ -33,7 +33,7 @@ from store.errors import IdempotencyConflict, NotFound, StoreUnavailable
 from store.group_commit import CommitStats, GroupCommitter
 from store.ids import new_id
 from store.route import advance, load_route
-from store.session import Database, Store, as_utc, dialect_insert, utcnow
+from store.session import Database, Store, as_utc, dialect_insert, table_of, utcnow
 from store.views import (
     AttachmentMeta,
     DeliveryView,
@@ -86,8 +86,8 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
             by_key.setdefault(p.new.key_id, set()).add(p.new.idempotency_key)
     for key_id, idem_keys in by_key.items():
         rows = session.execute(
-            select(Result.id, Result.idempotency_key, Result.request_hash)
-            .where(Result.key_id == key_id, Result.idempotency_key.in_(sorted(idem_keys)))
+            select(col(Result.id), col(Result.idempotency_key), col(Result.request_hash))
+            .where(col(Result.key_id) == key_id, col(Result.idempotency_key).in_(sorted(idem_keys)))
         ).all()
         for row in rows:
             known[(key_id, row.idempotency_key)] = (row.id, row.request_hash)
@@ -138,18 +138,19 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
 
     if destinations:
         # Sorted, so replicas inserting overlapping destinations take row locks in the same order.
-        rows = [destinations[k] for k in sorted(destinations)]
-        session.execute(dialect_insert(session, Destination.__table__).on_conflict_do_nothing(index_elements=["key"]), rows)
+        ordered = [destinations[k] for k in sorted(destinations)]
+        session.execute(dialect_insert(session, table_of(Destination)).on_conflict_do_nothing(index_elements=["key"]),
+                        ordered)
     # Core multi-row INSERTs (executemany): the ORM's per-object bookkeeping is most of the cost of
     # a single-row create, and none of it is needed for rows nobody reads back in this session.
     if results:
-        session.execute(insert(Result.__table__), results)
+        session.execute(insert(table_of(Result)), results)
     if attachments:
-        session.execute(insert(Attachment.__table__), attachments)
+        session.execute(insert(table_of(Attachment)), attachments)
     if deliveries:
-        session.execute(insert(Delivery.__table__), deliveries)
+        session.execute(insert(table_of(Delivery)), deliveries)
     if viewers:
-        session.execute(insert(ResultViewer.__table__), viewers)
+        session.execute(insert(table_of(ResultViewer)), viewers)
     return outcomes
 
 
@@ -167,7 +168,8 @@ def _add_viewers(session: Session, result_id: str, users: Sequence[str]) -> None
     """Record more owners of a result (a new route may name new users); known ones are kept once."""
     if not users:
         return
-    session.execute(dialect_insert(session, ResultViewer.__table__).on_conflict_do_nothing(index_elements=["result_id", "user_id"]),
+    upsert = dialect_insert(session, table_of(ResultViewer))
+    session.execute(upsert.on_conflict_do_nothing(index_elements=["result_id", "user_id"]),
                     [{"result_id": result_id, "user_id": u} for u in users])
 
 
@@ -251,8 +253,8 @@ class ResultStore(Store):
     def _find_idempotent(self, new: NewResult) -> str | None:
         with self._db.session() as session:
             row = session.execute(
-                select(Result.id, Result.request_hash).where(
-                    Result.key_id == new.key_id, Result.idempotency_key == new.idempotency_key
+                select(col(Result.id), col(Result.request_hash)).where(
+                    col(Result.key_id) == new.key_id, col(Result.idempotency_key) == new.idempotency_key
                 )
             ).first()
         if row is None:
@@ -311,7 +313,7 @@ class ResultStore(Store):
     def redeliver_matching(self, flt: ResultFilter, *, limit: int = 1000) -> list[str]:
         """Bulk redelivery: every result matching the filter (up to ``limit``), in one transaction."""
         with self._db.session(write=True) as session:
-            rows = session.scalars(_filtered(select(Result), flt).order_by(Result.created_at).limit(limit)).all()
+            rows = session.scalars(_filtered(select(Result), flt).order_by(col(Result.created_at)).limit(limit)).all()
             for result in rows:
                 self._redeliver(session, result, None, None)
             return [r.id for r in rows]
@@ -328,16 +330,17 @@ class ResultStore(Store):
         while True:
             with self._db.session(write=True) as session:
                 ids = session.scalars(
-                    select(Result.id).where(or_(
-                        Result.status.in_(("delivered", "picked_up")) & (Result.finished_at < delivered_before),
-                        (Result.status == "undelivered") & (Result.finished_at < undelivered_before),
+                    select(col(Result.id)).where(or_(
+                        col(Result.status).in_(("delivered",
+                                                "picked_up")) & (col(Result.finished_at) < delivered_before),
+                        (col(Result.status) == "undelivered") & (col(Result.finished_at) < undelivered_before),
                     )).limit(batch)
                 ).all()
                 if ids:
                     _delete_results(session, list(ids))
                 if len(ids) < batch:
                     # Alerts already told (or dropped) go with the delivered results' retention.
-                    session.execute(delete(AlertEvent).where(AlertEvent.sent_at < delivered_before))
+                    session.execute(delete(AlertEvent).where(col(AlertEvent.sent_at) < delivered_before))
             total += len(ids)
             if len(ids) < batch:
                 return total
@@ -357,8 +360,9 @@ class ResultStore(Store):
         query = _filtered(select(Result), flt)
         if cursor:
             stamp, last_id = decode_cursor(cursor)
-            query = query.where(or_(Result.created_at < stamp, (Result.created_at == stamp) & (Result.id < last_id)))
-        query = query.order_by(Result.created_at.desc(), Result.id.desc()).limit(limit + 1)
+            query = query.where(or_(col(Result.created_at) < stamp,
+                                    (col(Result.created_at) == stamp) & (col(Result.id) < last_id)))
+        query = query.order_by(col(Result.created_at).desc(), col(Result.id).desc()).limit(limit + 1)
         with self._db.session() as session:
             rows = session.scalars(query).all()
             views = result_views(session, list(rows[:limit]))
@@ -368,7 +372,7 @@ class ResultStore(Store):
     def count_by_status(self) -> dict[str, int]:
         """How many results are in each status (admin overview, queue metrics)."""
         with self._db.session() as session:
-            rows = session.execute(select(Result.status, func.count()).group_by(Result.status)).all()
+            rows = session.execute(select(col(Result.status), func.count()).group_by(col(Result.status))).all()
         return {status: int(n) for status, n in rows}
 
     def content(self, result_id: str, *, tenant: str | None = None) -> ResultContentView:
@@ -396,8 +400,8 @@ class ResultStore(Store):
         """A byte range of an attachment, read in the database (never the whole blob)."""
         with self._db.session() as session:
             data = session.scalar(
-                select(func.substr(Attachment.data, offset + 1, length)).where(
-                    Attachment.result_id == result_id, Attachment.idx == index
+                select(func.substr(col(Attachment.data), offset + 1, length)).where(
+                    col(Attachment.result_id) == result_id, col(Attachment.idx) == index
                 )
             )
         if data is None:
@@ -421,37 +425,39 @@ def _get_result(session: Session, result_id: str, tenant: str | None) -> Result:
 
 def _filtered(query: Select[Any], flt: ResultFilter) -> Select[Any]:
     if flt.tenant is not None:
-        query = query.where(Result.tenant == flt.tenant)
+        query = query.where(col(Result.tenant) == flt.tenant)
     if flt.status:
-        query = query.where(Result.status.in_(list(flt.status)))
+        query = query.where(col(Result.status).in_(list(flt.status)))
     if flt.workflow_id:
-        query = query.where(Result.workflow_id == flt.workflow_id)
+        query = query.where(col(Result.workflow_id) == flt.workflow_id)
     if flt.since:
-        query = query.where(Result.created_at >= flt.since)
+        query = query.where(col(Result.created_at) >= flt.since)
     if flt.until:
-        query = query.where(Result.created_at < flt.until)
+        query = query.where(col(Result.created_at) < flt.until)
     if flt.destination:
         query = query.where(exists().where(
-            Delivery.result_id == Result.id, Delivery.generation == Result.generation,
-            Delivery.destination_key == flt.destination,
+            col(Delivery.result_id) == col(Result.id), col(Delivery.generation) == col(Result.generation),
+            col(Delivery.destination_key) == flt.destination,
         ))
     if flt.search:
         needle = f"%{flt.search.lower()}%"
-        query = query.where(or_(func.lower(Result.title).like(needle), func.lower(Result.workflow_id).like(needle)))
+        query = query.where(or_(func.lower(col(Result.title)).like(needle),
+                                func.lower(col(Result.workflow_id)).like(needle)))
     return query
 
 
 def _ensure_destination(session: Session, target: Target, now: datetime) -> None:
     values = {"key": target.key, "tenant": target.tenant, "kind": target.kind, "label": target.label, "updated_at": now}
-    session.execute(dialect_insert(session, Destination).values(**values).on_conflict_do_nothing(index_elements=["key"]))
+    session.execute(dialect_insert(session,
+                                   Destination).values(**values).on_conflict_do_nothing(index_elements=["key"]))
 
 
 def attachment_meta(session: Session, result_ids: list[str]) -> dict[str, list[AttachmentMeta]]:
     """The files of these results, without their bytes, by result id (inside the caller's session)."""
     rows = session.execute(
-        select(Attachment.result_id, Attachment.idx, Attachment.filename, Attachment.content_type,
-               Attachment.size, Attachment.sha256)
-        .where(Attachment.result_id.in_(result_ids)).order_by(Attachment.result_id, Attachment.idx)
+        select(col(Attachment.result_id), col(Attachment.idx), col(Attachment.filename), col(Attachment.content_type),
+               col(Attachment.size), col(Attachment.sha256))
+        .where(col(Attachment.result_id).in_(result_ids)).order_by(col(Attachment.result_id), col(Attachment.idx))
     ).all()
     out: dict[str, list[AttachmentMeta]] = {}
     for row in rows:
@@ -470,16 +476,17 @@ def result_views(session: Session, results: list[Result]) -> list[ResultView]:
     generation = {r.id: r.generation for r in results}
     deliveries = [
         d for d in session.scalars(
-            select(Delivery).where(Delivery.result_id.in_(ids)).order_by(Delivery.result_id, Delivery.position)
+            select(Delivery).where(col(Delivery.result_id).in_(ids)).order_by(col(Delivery.result_id),
+                                                                              col(Delivery.position))
         ).all() if d.generation == generation[d.result_id]
     ]
     sent: dict[int, list[str]] = {}
     if deliveries:
         for delivery_id, message_id in session.execute(
-            select(PlannedMessage.delivery_id, PlannedMessage.message_id)
-            .where(PlannedMessage.delivery_id.in_([d.id for d in deliveries]),
-                   PlannedMessage.message_id.is_not(None))
-            .order_by(PlannedMessage.delivery_id, PlannedMessage.seq)
+            select(col(PlannedMessage.delivery_id), col(PlannedMessage.message_id))
+            .where(col(PlannedMessage.delivery_id).in_([d.id for d in deliveries]),
+                   col(PlannedMessage.message_id).is_not(None))
+            .order_by(col(PlannedMessage.delivery_id), col(PlannedMessage.seq))
         ).all():
             sent.setdefault(delivery_id, []).append(message_id)
     by_result: dict[str, list[DeliveryView]] = {}
@@ -495,7 +502,7 @@ def result_views(session: Session, results: list[Result]) -> list[ResultView]:
     return [
         ResultView(
             id=r.id, tenant=r.tenant, status=r.status, workflow_id=r.workflow_id, title=r.title, mode=r.mode,
-            created_at=as_utc(r.created_at), updated_at=as_utc(r.updated_at),  # type: ignore[arg-type]
+            created_at=as_utc(r.created_at), updated_at=as_utc(r.updated_at),
             generation=r.generation, deliveries=by_result.get(r.id, []), attachments=attachments.get(r.id, []),
         )
         for r in results
@@ -503,13 +510,13 @@ def result_views(session: Session, results: list[Result]) -> list[ResultView]:
 
 
 def _delete_results(session: Session, ids: list[str]) -> None:
-    delivery_ids = select(Delivery.id).where(Delivery.result_id.in_(ids)).scalar_subquery()
-    session.execute(delete(PlannedMessage).where(PlannedMessage.delivery_id.in_(delivery_ids)))
-    session.execute(delete(DeliveryEvent).where(DeliveryEvent.delivery_id.in_(delivery_ids)))
-    session.execute(delete(Delivery).where(Delivery.result_id.in_(ids)))
-    session.execute(delete(Attachment).where(Attachment.result_id.in_(ids)))
-    session.execute(delete(ResultViewer).where(ResultViewer.result_id.in_(ids)))
-    session.execute(delete(Result).where(Result.id.in_(ids)))
+    delivery_ids = select(col(Delivery.id)).where(col(Delivery.result_id).in_(ids)).scalar_subquery()
+    session.execute(delete(PlannedMessage).where(col(PlannedMessage.delivery_id).in_(delivery_ids)))
+    session.execute(delete(DeliveryEvent).where(col(DeliveryEvent.delivery_id).in_(delivery_ids)))
+    session.execute(delete(Delivery).where(col(Delivery.result_id).in_(ids)))
+    session.execute(delete(Attachment).where(col(Attachment.result_id).in_(ids)))
+    session.execute(delete(ResultViewer).where(col(ResultViewer.result_id).in_(ids)))
+    session.execute(delete(Result).where(col(Result.id).in_(ids)))
 
 
 def retention_cutoffs(now: datetime, delivered_s: float, undelivered_s: float) -> tuple[datetime, datetime]:

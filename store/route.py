@@ -49,8 +49,8 @@ class RouteRows:
 def load_route(session: Session, result: Result) -> RouteRows:
     """The current generation's deliveries of ``result`` (positions 0..n-1, in order)."""
     rows = list(session.scalars(select(Delivery).where(
-        col(Delivery.result_id) == result.id, col(Delivery.generation) == result.generation)
-        .order_by(col(Delivery.position))))
+        col(col(Delivery.result_id)) == result.id, col(col(Delivery.generation)) == result.generation)
+        .order_by(col(col(Delivery.position)))))
     if [d.position for d in rows] != list(range(len(rows))):
         raise ValueError(f"result {result.id}: delivery positions {[d.position for d in rows]} are not 0..n-1")
     return RouteRows(result, rows)
@@ -112,7 +112,7 @@ def apply_writes(session: Session, rows: RouteRows, writes: Sequence[object], no
 def progress_done(session: Session, workflow_id: str | None, now: datetime) -> None:
     """The workflow's result arrived: its progress messages turn into "done" at the next edit."""
     if workflow_id:
-        session.execute(update(ProgressMessage).where(col(ProgressMessage.workflow_id) == workflow_id,
-                                                      col(ProgressMessage.done).is_(False))
-                        .values(done=True, version=ProgressMessage.version + 1, next_attempt_at=None,
+        session.execute(update(ProgressMessage).where(col(col(ProgressMessage.workflow_id)) == workflow_id,
+                                                      col(col(ProgressMessage.done)).is_(False))
+                        .values(done=True, version=col(ProgressMessage.version) + 1, next_attempt_at=None,
                                 updated_at=now))

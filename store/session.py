@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Table, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from schemas.clock import as_utc as as_utc  # re-exported: the store's own spelling
 from schemas.clock import utcnow as utcnow
@@ -103,6 +103,11 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection (shutdown, or after a fork)."""
         self.engine.dispose()
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a model, for multi-row INSERTs and DELETEs without ORM bookkeeping."""
+    return cast(Table, model.__dict__["__table__"])
 
 
 def dialect_insert(session: Session, table: Any) -> Any:

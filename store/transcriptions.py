@@ -12,17 +12,19 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlmodel import col
 
 from schemas.tables import Result, Transcription
 from schemas.targets import Target
 from store.errors import NotFound, StoreError
 from store.ids import new_id
-from store.session import Store, as_utc, utcnow
+from store.session import Store, as_utc, table_of, utcnow
 
 AUDIO_CHUNK = 4 * 1024 * 1024  # the audio leaves the database in pieces, never as one huge read
-_CLAIMABLE_COLUMNS = (Transcription.id, Transcription.key_id, Transcription.tenant, Transcription.filename,
-                      Transcription.attempts, Transcription.options_json, Transcription.request_json,
-                      Transcription.duration)
+_CLAIMABLE_COLUMNS = (col(Transcription.id), col(Transcription.key_id), col(Transcription.tenant),
+                      col(Transcription.filename),
+                      col(Transcription.attempts), col(Transcription.options_json), col(Transcription.request_json),
+                      col(Transcription.duration))
 
 
 class AudioMissing(StoreError):
@@ -105,7 +107,7 @@ class TranscriptionView:
         return cls(id=row.id, status=row.status, filename=row.filename, size=row.size, duration=row.duration,
                    processed=row.processed, language=row.language, result_id=row.result_id, error=row.error,
                    attempts=row.attempts, workflow_id=(row.request_json or {}).get("workflow_id"),
-                   created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at))  # type: ignore[arg-type]
+                   created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at))
 
 
 class TranscriptionStore(Store):
@@ -124,10 +126,10 @@ class TranscriptionStore(Store):
 
     def get(self, tr_id: str, *, tenant: str | None = None) -> TranscriptionView:
         """A job's state without its audio; ``NotFound`` for an unknown id or one of another tenant."""
-        columns = [c for c in Transcription.__table__.columns if c.name != "audio"]
-        query = select(*columns).where(Transcription.id == tr_id)
+        columns = [c for c in table_of(Transcription).columns if c.name != "audio"]
+        query = select(*columns).where(col(Transcription.id) == tr_id)
         if tenant is not None:
-            query = query.where(Transcription.tenant == tenant)
+            query = query.where(col(Transcription.tenant) == tenant)
         with self._db.session() as session:
             row = session.execute(query).first()
         if row is None:
@@ -137,9 +139,9 @@ class TranscriptionStore(Store):
     @staticmethod
     def _claimable(now: Any) -> Any:
         """Queued jobs, and running ones whose worker stopped renewing its lease (crashed)."""
-        expired = or_(Transcription.lease_expires_at.is_(None), Transcription.lease_expires_at < now)
-        return and_(Transcription.result_id.is_(None),
-                    or_(Transcription.status == "queued", and_(Transcription.status == "running", expired)))
+        expired = or_(col(Transcription.lease_expires_at).is_(None), col(Transcription.lease_expires_at) < now)
+        return and_(col(Transcription.result_id).is_(None),
+                    or_(col(Transcription.status) == "queued", and_(col(Transcription.status) == "running", expired)))
 
     def claim(self, owner: str, *, lease_s: float) -> Job | None:
         """Lease the oldest claimable job to ``owner`` and count the attempt; None when there is none.
@@ -149,17 +151,17 @@ class TranscriptionStore(Store):
         """
         now = utcnow()
         with self._db.session() as session:
-            if session.scalar(select(Transcription.id).where(self._claimable(now)).limit(1)) is None:
+            if session.scalar(select(col(Transcription.id)).where(self._claimable(now)).limit(1)) is None:
                 return None
         query = select(*_CLAIMABLE_COLUMNS).where(self._claimable(now)) \
-            .order_by(Transcription.created_at, Transcription.id).limit(1)
+            .order_by(col(Transcription.created_at), col(Transcription.id)).limit(1)
         if self._postgres:
             query = query.with_for_update(skip_locked=True)
         with self._db.session(write=True) as session:
             row = session.execute(query).first()
             if row is None:
                 return None
-            session.execute(update(Transcription).where(Transcription.id == row.id).values(
+            session.execute(update(Transcription).where(col(Transcription.id) == row.id).values(
                 status="running", attempts=row.attempts + 1, lease_owner=owner,
                 lease_expires_at=now + _seconds(lease_s), processed=0.0, updated_at=now))
         return Job(id=row.id, key_id=row.key_id, tenant=row.tenant, filename=row.filename, attempts=row.attempts + 1,
@@ -171,8 +173,8 @@ class TranscriptionStore(Store):
         with path.open("wb") as out:
             while True:
                 with self._db.session() as session:
-                    piece = session.scalar(select(func.substr(Transcription.audio, written + 1, AUDIO_CHUNK))
-                                           .where(Transcription.id == tr_id))
+                    piece = session.scalar(select(func.substr(col(Transcription.audio), written + 1, AUDIO_CHUNK))
+                                           .where(col(Transcription.id) == tr_id))
                 if not piece:
                     break
                 out.write(piece)
@@ -193,15 +195,16 @@ class TranscriptionStore(Store):
             values["duration"] = duration
         with self._db.session(write=True) as session:
             done = session.execute(update(Transcription).where(
-                Transcription.id == tr_id, Transcription.lease_owner == owner, Transcription.status == "running",
+                col(Transcription.id) == tr_id,
+                col(Transcription.lease_owner) == owner, col(Transcription.status) == "running",
             ).values(**values))
             return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def existing_result(self, key_id: str, idempotency_key: str) -> str | None:
         """The Result an earlier attempt already stored (it crashed before marking the job done)."""
         with self._db.session() as session:
-            return session.scalar(select(Result.id).where(Result.key_id == key_id,
-                                                          Result.idempotency_key == idempotency_key))
+            return session.scalar(select(col(Result.id)).where(col(Result.key_id) == key_id,
+                                                          col(Result.idempotency_key) == idempotency_key))
 
     def finish(self, tr_id: str, *, status: str, result_id: str | None, error: str | None = None,
                language: str | None = None, duration: float | None = None, keep_audio: bool = False) -> None:
@@ -215,30 +218,26 @@ class TranscriptionStore(Store):
         if not keep_audio:
             values["audio"] = None
         with self._db.session(write=True) as session:
-            session.execute(update(Transcription).where(Transcription.id == tr_id).values(**values))
+            session.execute(update(Transcription).where(col(Transcription.id) == tr_id).values(**values))
 
     def requeue(self, tr_id: str, owner: str, *, count_attempt: bool, error: str | None = None) -> None:
         """Put a job back in the queue; an attempt cut short by our own shutdown does not count."""
         values: dict[str, Any] = {"status": "queued", "lease_owner": None, "lease_expires_at": None,
                                   "processed": 0.0, "updated_at": utcnow(), "error": error}
         if not count_attempt:
-            values["attempts"] = Transcription.attempts - 1
+            values["attempts"] = col(Transcription.attempts) - 1
         with self._db.session(write=True) as session:
             session.execute(update(Transcription).where(
-                Transcription.id == tr_id, Transcription.lease_owner == owner).values(**values))
+                col(Transcription.id) == tr_id, col(Transcription.lease_owner) == owner).values(**values))
 
     def release_owned(self, owner: str) -> int:
         """Shutdown sweep: every job ``owner`` still holds goes back to the queue, the attempt uncounted."""
         with self._db.session(write=True) as session:
             done = session.execute(update(Transcription).where(
-                Transcription.lease_owner == owner, Transcription.status == "running").values(
+                col(Transcription.lease_owner) == owner, col(Transcription.status) == "running").values(
                 status="queued", lease_owner=None, lease_expires_at=None, processed=0.0,
-                attempts=Transcription.attempts - 1, updated_at=utcnow()))
+                attempts=col(Transcription.attempts) - 1, updated_at=utcnow()))
             return int(done.rowcount)  # type: ignore[attr-defined]
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
 
 
 def _seconds(value: float) -> timedelta:

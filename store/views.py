@@ -132,7 +132,7 @@ class ResultFilter:
 
 def encode_cursor(created_at: datetime, result_id: str) -> str:
     """An opaque cursor: the position of the last item of a page."""
-    raw = f"{as_utc(created_at).isoformat()}|{result_id}"  # type: ignore[union-attr]
+    raw = f"{as_utc(created_at).isoformat()}|{result_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

@@ -109,7 +109,7 @@ def _measure(container: Any, stream: Any) -> float:
     if first_pts is not None and end_pts is not None and stream.time_base is not None and end_pts > first_pts:
         return float((end_pts - first_pts) * Fraction(stream.time_base))
     if container.duration is not None:
-        return container.duration / 1_000_000  # AV_TIME_BASE is microseconds
+        return float(container.duration) / 1_000_000  # AV_TIME_BASE is microseconds
     raise InvalidAudio("the duration of the audio cannot be determined")
 
 

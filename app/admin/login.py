@@ -25,7 +25,8 @@ from app.admin.security import (
     open_session,
     start_session,
 )
-from app.admin.web import HERE, AdminRoute, error_page, login_limiter, page, runtime_of, safe_next
+from app.admin.web import HERE, AdminRoute, error_page, login_limiter, page, safe_next
+from app.deps import runtime_of
 
 router = APIRouter(prefix="/admin", route_class=AdminRoute, include_in_schema=False)
 

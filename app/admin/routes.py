@@ -20,13 +20,14 @@ from starlette.datastructures import FormData, QueryParams
 
 from app.admin import present
 from app.admin.security import LOGIN_COOKIE, SESSION_COOKIE, AdminSession, end_session
-from app.admin.web import AdminRoute, admin_store, page, require_admin, runtime_of
+from app.admin.web import AdminRoute, admin_store, page, require_admin
+from app.deps import runtime_of
 from app.errors import ApiError
 from app.ingest import build_targets
 from app.present import attachment_download
 from app.settings import Settings
 from schemas.api import WebhookDestination
-from schemas.targets import tenant_key
+from schemas.targets import Target, tenant_key
 from store.admin import AdminStore, ResultDetail
 from store.views import ResultFilter
 
@@ -162,7 +163,7 @@ async def result_body(request: Request, result_id: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{result_id}.md"'})
 
 
-def _new_route(url: str, request: Request) -> tuple[list | None, str | None]:
+def _new_route(url: str, request: Request) -> tuple[list[Target] | None, str | None]:
     runtime = runtime_of(request)
     try:
         dest = WebhookDestination(type="webhook", url=url)

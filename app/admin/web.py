@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import jinja2
@@ -80,7 +80,7 @@ def login_limiter(request: Request) -> LoginLimiter:
     state = request.app.state
     if not hasattr(state, "admin_login_limiter"):
         state.admin_login_limiter = LoginLimiter()
-    return state.admin_login_limiter
+    return cast(LoginLimiter, state.admin_login_limiter)
 
 
 def page(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -72,7 +72,7 @@ async def list_results(
 
 
 @router.post("/redeliver", responses={422: {"model": ErrorBody}})
-async def redeliver_matching(runtime: RuntimeDep, producer: ProducerDep, body: BulkRedeliverIn) -> dict:
+async def redeliver_matching(runtime: RuntimeDep, producer: ProducerDep, body: BulkRedeliverIn) -> dict[str, Any]:
     """Queue again every result of this tenant matching the filter (default: all undelivered)."""
     flt = ResultFilter(tenant=producer.tenant, status=(body.status,), workflow_id=body.workflow_id, since=body.since,
                        destination=tenant_key(producer.tenant, body.destination) if body.destination else None)

@@ -289,10 +289,12 @@ def _not_yours(result_id: str) -> dict[str, Any]:
 
 def _subcommand(data: dict[str, Any]) -> tuple[str | None, dict[str, str]]:
     """``(subcommand name, {option: value})`` of a ``/results`` invocation."""
-    options = data.get("options") if isinstance(data.get("options"), list) else []
+    raw = data.get("options")
+    options: list[Any] = raw if isinstance(raw, list) else []
     if options and isinstance(options[0], dict) and options[0].get("type") == 1:
         sub = options[0]
-        inner = sub.get("options") if isinstance(sub.get("options"), list) else []
+        raw_inner = sub.get("options")
+        inner: list[Any] = raw_inner if isinstance(raw_inner, list) else []
         return str(sub.get("name")), {str(o.get("name")): str(o.get("value")) for o in inner
                                       if isinstance(o, dict) and isinstance(o.get("value"), str | int)}
     return None, {}
