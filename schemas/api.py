@@ -27,9 +27,10 @@ from schemas.bounds import (
     check_media_type,
 )
 from schemas.embeds import EMBEDS_MAX, Embed
+from schemas.messages import Level
 
 Snowflake = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
-Level = Literal["info", "success", "warning", "error"]
+
 Mode = Literal["first_success", "all"]
 #: Discord users named on one result (its DM users, its interaction users, ``discord_user_ids``).
 MAX_VIEWERS = 50

@@ -6,7 +6,6 @@ from ``app.destinations.destination_label`` (masked) so no token ever reaches a 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,11 +25,6 @@ ADMIN_TOKEN_KEY = "admin_token_sha256"
 CHART_HOURS = 24
 # A destination that was disabled (webhook deleted) or expired is a failure to whoever reads the chart.
 FAILED_OUTCOMES = ("failed", "disabled", "expired")
-
-
-def token_digest(token: str) -> str:
-    """The sha256 hex digest under which an admin credential is kept and compared."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

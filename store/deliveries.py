@@ -31,8 +31,9 @@ from schemas.lifecycle import (
 from schemas.messages import AttachmentRef, BucketState, Field, FilePart, MessagePlan, RenderInput
 from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, ProgressMessage, Result
 from schemas.work import ClaimedDestination, Finished, Renderer, StoredPlan, Work
-from store.alert_events import record_disabled, record_undelivered
+from store.alerts import record_disabled, record_undelivered
 from store.errors import AttachmentMissing
+from store.results import read_range
 from store.route import advance, load_route
 from store.session import Store, as_utc, table_of, utcnow
 
@@ -77,8 +78,7 @@ class DeliveryQueue(Store):
             .order_by(col(Destination.updated_at))
             .limit(limit)
         )
-        if self._postgres:
-            query = query.with_for_update(skip_locked=True)
+        query = self._claim_lock(query)
         with self._session(write=True) as session:
             rows = session.scalars(query).all()
             claimed = []
@@ -187,17 +187,10 @@ class DeliveryQueue(Store):
     def read_attachment(self, result_id: str, index: int, offset: int, length: int) -> bytes:
         """A byte range of a stored attachment; ``AttachmentMissing`` if the result has no such file."""
         with self._session() as session:
-            row = session.execute(select(col(Attachment.size), func.substr(col(Attachment.data), offset + 1,
-                                                                           length)).where(
-                col(Attachment.result_id) == result_id, col(Attachment.idx) == index)).first()
-        if row is None:
-            raise AttachmentMissing(f"attachment {index} is missing")
-        size, data = row
+            data = read_range(session, result_id, index, offset, length)
         if data is None:
-            if length <= 0 or size == 0:
-                return b""  # backends hand back NULL for an empty range
-            raise AttachmentMissing(f"attachment {index} has no stored bytes")
-        return bytes(data)
+            raise AttachmentMissing(f"attachment {index} is missing (no such file or no stored bytes)")
+        return data
 
     def reschedule(self, delivery_id: int, *, at: datetime, status: int | None, code: int | None, message: str,
                    outcome: str = "retry_scheduled", count_attempt: bool = True,

@@ -45,8 +45,12 @@ class KeyInfo:
     last_used_at: datetime | None
 
 
-def _hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+def token_digest(token: str) -> str:
+    """The sha256 hex digest under which a credential (a producer key, the admin token) is kept and compared.
+
+    The credentials are long random strings, so a plain digest cannot be reversed by guessing.
+    """
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def parse_configured_key(entry: str) -> tuple[str, str]:
@@ -67,7 +71,7 @@ class KeyStore(Store):
         self._configured: list[tuple[Producer, str]] = []
         for entry in configured_keys:
             tenant, key = parse_configured_key(entry)
-            digest = _hash_key(key)
+            digest = token_digest(key)
             self._configured.append((Producer(key_id=f"env-{digest[:12]}", tenant=tenant), digest))
         # Verified keys, by hash: every request of a busy producer would otherwise cost a query.
         # A key revoked from another process keeps working here for at most ``cache_ttl`` seconds.
@@ -79,7 +83,7 @@ class KeyStore(Store):
         check_tenant(tenant)
         key_id = new_id("key")
         clear = f"rrk_{key_id[4:]}.{secrets.token_urlsafe(32)}"
-        row = ApiKey(id=key_id, name=name, tenant=tenant, key_hash=_hash_key(clear), created_at=utcnow())
+        row = ApiKey(id=key_id, name=name, tenant=tenant, key_hash=token_digest(clear), created_at=utcnow())
         with self._db.session(write=True) as session:
             session.add(row)
         return _key_info(row), clear
@@ -117,7 +121,7 @@ class KeyStore(Store):
 
     def cached(self, presented: str) -> tuple[Producer, bool] | None:
         """A recent verdict on this key, if there is one (no I/O: safe on the event loop)."""
-        digest = _hash_key(presented)
+        digest = token_digest(presented)
         if (configured := self._configured_key(digest)) is not None:
             return configured, False
         hit = self._cache.get(digest)
@@ -127,7 +131,7 @@ class KeyStore(Store):
 
     def verify(self, presented: str) -> tuple[Producer, bool] | None:
         """``(producer, revoked)`` for a known key, None for an unknown one. Hashes compared in constant time."""
-        digest = _hash_key(presented)
+        digest = token_digest(presented)
         if (configured := self._configured_key(digest)) is not None:
             return configured, False
         if not presented.startswith("rrk_") or "." not in presented:

@@ -95,8 +95,7 @@ class ProgressQueue(Store):
                         or_(col(ProgressMessage.lease_owner).is_(None), col(ProgressMessage.lease_expires_at) < now),
                         ~busy)
                  .order_by(col(ProgressMessage.updated_at)).limit(limit))
-        if self._postgres:
-            query = query.with_for_update(skip_locked=True)
+        query = self._claim_lock(query)
         with self._session(write=True) as session:
             rows = session.scalars(query).all()
             for row in rows:

@@ -217,51 +217,24 @@ class ResultStore(Store):
             return [_outcome(self._create_one, p) for p in batch]
 
     def _create_one(self, pending: _Pending) -> tuple[str, bool]:
-        """The single-result transaction: the fallback that isolates a bad item from its batch."""
-        new, result_id = pending.new, pending.result_id
-        if new.idempotency_key is not None:
-            existing = self._find_idempotent(new)
-            if existing is not None:
-                return existing, False
-        try:
-            with self._db.session(write=True) as session:
-                now = utcnow()
-                session.add(Result(
-                    id=result_id, tenant=new.tenant, key_id=new.key_id, idempotency_key=new.idempotency_key,
-                    request_hash=new.request_hash, workflow_id=new.workflow_id, title=new.title,
-                    summary=new.summary, body=new.body, fields_json=new.fields, content=new.content,
-                    embeds_json=new.embeds, url=new.url, color=new.color, level=new.level,
-                    metadata_json=new.metadata, mode=new.mode, silent=new.silent, status="pending",
-                    created_at=now, updated_at=now,
-                ))
-                for idx, att in enumerate(new.attachments):
-                    session.add(Attachment(
-                        result_id=result_id, idx=idx, filename=att.filename, content_type=att.content_type,
-                        size=len(att.data), sha256=hashlib.sha256(att.data).hexdigest(), data=att.data,
-                    ))
-                accepted = Route.accepted(new.mode, len(new.targets))  # type: ignore[arg-type]
-                self._add_deliveries(session, result_id, 1, accepted.deliveries, new.targets, now)
-                _add_viewers(session, result_id, viewers_of(new.targets, new.discord_user_ids))
-        except IntegrityError:
-            # A concurrent request with the same idempotency key committed first (another replica).
-            existing = self._find_idempotent(new) if new.idempotency_key is not None else None
-            if existing is None:
-                raise
-            return existing, False
-        return result_id, True
+        """The single-result transaction: the fallback that isolates a bad item from its batch.
 
-    def _find_idempotent(self, new: NewResult) -> str | None:
-        with self._db.session() as session:
-            row = session.execute(
-                select(col(Result.id), col(Result.request_hash)).where(
-                    col(Result.key_id) == new.key_id, col(Result.idempotency_key) == new.idempotency_key
-                )
-            ).first()
-        if row is None:
-            return None
-        if row.request_hash != new.request_hash:
-            raise IdempotencyConflict(row.id)
-        return str(row.id)
+        The same insert as a batch of one. A unique-key conflict means a concurrent request with the
+        same idempotency key (on another replica) committed first: the second try reads its answer.
+        """
+        try:
+            return self._insert_one(pending)
+        except IntegrityError:
+            if pending.new.idempotency_key is None:
+                raise
+            return self._insert_one(pending)
+
+    def _insert_one(self, pending: _Pending) -> tuple[str, bool]:
+        with self._db.session(write=True) as session:
+            [outcome] = _insert_batch(session, [pending])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     def _add_deliveries(
         self, session: Session, result_id: str, generation: int, statuses: Sequence[DeliveryStatus],
@@ -399,14 +372,10 @@ class ResultStore(Store):
     def read_attachment(self, result_id: str, index: int, offset: int, length: int) -> bytes:
         """A byte range of an attachment, read in the database (never the whole blob)."""
         with self._db.session() as session:
-            data = session.scalar(
-                select(func.substr(col(Attachment.data), offset + 1, length)).where(
-                    col(Attachment.result_id) == result_id, col(Attachment.idx) == index
-                )
-            )
+            data = read_range(session, result_id, index, offset, length)
         if data is None:
             raise NotFound(f"{result_id}/attachments/{index}")
-        return bytes(data)
+        return data
 
     def stream_attachment(self, result_id: str, index: int, size: int) -> Iterator[bytes]:
         """The attachment in 1 MiB pieces, each its own short read."""
@@ -522,3 +491,19 @@ def _delete_results(session: Session, ids: list[str]) -> None:
 def retention_cutoffs(now: datetime, delivered_s: float, undelivered_s: float) -> tuple[datetime, datetime]:
     """The two ``finished_at`` limits below which results are purged."""
     return now - timedelta(seconds=delivered_s), now - timedelta(seconds=undelivered_s)
+
+
+def read_range(session: Session, result_id: str, index: int, offset: int, length: int) -> bytes | None:
+    """``length`` bytes of an attachment from ``offset``, cut in the database; None if it has no such file.
+
+    The one read of attachment bytes, for downloads and for the delivery engine's multipart parts.
+    """
+    row = session.execute(select(col(Attachment.size), func.substr(col(Attachment.data), offset + 1, length)).where(
+        col(Attachment.result_id) == result_id, col(Attachment.idx) == index)).first()
+    if row is None:
+        return None
+    size, data = row
+    if data is None:
+        # Backends hand back NULL for an empty range; for any other it means the bytes are gone.
+        return b"" if length <= 0 or size == 0 else None
+    return bytes(data)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Select, Table, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -47,6 +47,9 @@ def describe(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+Q = TypeVar("Q", bound=Select[Any])
 
 
 @contextmanager
@@ -132,6 +135,11 @@ class Store:
     def single_writer(self) -> bool:
         """True for SQLite, where writes from many threads only queue for one lock."""
         return self._db.single_writer
+
+    def _claim_lock(self, query: Q) -> Q:
+        """The lease claim's lock: candidates ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas
+        claiming at once take different rows; on SQLite the write transaction is exclusive already."""
+        return query.with_for_update(skip_locked=True) if self._postgres else query
 
     def _insert(self, table: Any) -> Any:
         """An INSERT of the store's dialect, for ``on_conflict_do_nothing``/``do_update`` (both have them)."""

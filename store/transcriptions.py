@@ -155,8 +155,7 @@ class TranscriptionStore(Store):
                 return None
         query = select(*_CLAIMABLE_COLUMNS).where(self._claimable(now)) \
             .order_by(col(Transcription.created_at), col(Transcription.id)).limit(1)
-        if self._postgres:
-            query = query.with_for_update(skip_locked=True)
+        query = self._claim_lock(query)
         with self._db.session(write=True) as session:
             row = session.execute(query).first()
             if row is None:

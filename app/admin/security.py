@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.runtime import Runtime
-from store.admin import token_digest
+from store.keys import token_digest
 
 SESSION_COOKIE = "relay_admin"
 LOGIN_COOKIE = "relay_admin_login"

@@ -14,7 +14,8 @@ from sqlalchemy import update
 from app.admin import ensure_admin_token
 from app.admin.security import SESSION_COOKIE
 from schemas.tables import ConfigEntry
-from store.admin import ADMIN_TOKEN_KEY, token_digest
+from store.admin import ADMIN_TOKEN_KEY
+from store.keys import token_digest
 from tests.admin.conftest import ADMIN_TOKEN, AdminClient
 from tests.conftest import Relay, result_payload
 
