@@ -28,6 +28,7 @@ COPY app ./app
 COPY schemas ./schemas
 COPY delivery ./delivery
 COPY transcription ./transcription
+COPY store ./store
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 

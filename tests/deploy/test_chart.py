@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -356,11 +357,25 @@ def test_dockerfile_essentials() -> None:
     assert "apt-get" not in runtime and "gcc" not in runtime, "no compilers in the final image"
 
 
+def _packages() -> list[str]:
+    """The project's top-level packages, as ``pyproject.toml`` tells setuptools to find them."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return [pattern.rstrip("*") for pattern in config["tool"]["setuptools"]["packages"]["find"]["include"]]
+
+
 def test_dockerignore_keeps_the_build_inputs() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[[i for i, line in enumerate(lines) if not line.startswith("#")][0]] == "*"
-    for needed in ("pyproject.toml", "README.md", "app/", "schemas/", "delivery/", "transcription/"):
+    for needed in ("pyproject.toml", "README.md", *(f"{package}/" for package in _packages())):
         assert f"!{needed}" in lines
+
+
+def test_the_image_copies_every_package() -> None:
+    # A package missing here builds an image whose first import fails (store/ once was).
+    text = (ROOT / "Dockerfile").read_text()
+    assert sorted(_packages()) == sorted(["app", "delivery", "schemas", "store", "transcription"])
+    for package in _packages():
+        assert f"COPY {package} ./{package}\n" in text, package
 
 
 def test_check_deploy_script_passes(tools: Tools) -> None:
