@@ -108,6 +108,29 @@ def test_sqlite_migrations_from_empty_match_the_models(tmp_path: Path) -> None:
     _assert_schema_matches_models(url)
 
 
+def test_migrations_moved_with_their_history(tmp_path: Path) -> None:
+    """The revisions live in ``store/migrations`` now, under the ids relays before the move wrote into
+    ``alembic_version``: a database such a relay migrated upgrades with ``relay migrate``."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import text
+
+    from store.engine import MIGRATIONS_DIR, alembic_config
+
+    assert MIGRATIONS_DIR.parent.name == "store"
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = create_engine(url)
+    config = alembic_config(engine)
+    oldest_first = [rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()][::-1]
+    assert oldest_first[:6] == ["0001", "0002", "0003", "0004", "0005", "0006"]
+    command.upgrade(config, "0005")  # where a relay of an earlier release left its database
+    subprocess.run([*RELAY, "migrate"], env=_env(RELAY_DATABASE_URL=url), check=True, capture_output=True)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == oldest_first[-1]
+    engine.dispose()
+    _assert_schema_matches_models(url)
+
+
 def _assert_schema_matches_models(url: str) -> None:
     engine = create_engine(url)
     with engine.connect() as conn:
