@@ -22,7 +22,6 @@ from app.transcription_jobs import request_json
 from app.transcriptions import TranscriptionService
 from schemas.api import TranscriptionIn
 from schemas.tables import Result, Transcription
-from store.engine import ensure_schema
 from store.session import utcnow
 from store.transcriptions import NewTranscription, TranscriptionStore, TranscriptionView
 from store.views import NewResult
@@ -63,7 +62,7 @@ async def runtime(database_url: str) -> AsyncIterator[Runtime]:
     """A migrated store, no HTTP."""
     settings = Settings(_env_file=None, database_url=database_url, poll_interval=0.05, lease_seconds=5)
     rt = Runtime.build(settings)
-    await asyncio.to_thread(ensure_schema, rt.engine, settings)
+    await asyncio.to_thread(rt.db.ensure_schema)
     yield rt
     rt.close()
 
@@ -167,7 +166,7 @@ async def test_keep_audio_keeps_the_recording(database_url: str) -> None:
     settings = Settings(_env_file=None, database_url=database_url, poll_interval=0.05, keep_audio=True)
     rt = Runtime.build(settings)
     try:
-        await asyncio.to_thread(ensure_schema, rt.engine, settings)
+        await asyncio.to_thread(rt.db.ensure_schema)
         tr_id = add_job(rt)
         await run_until(rt, FakeEngine(["ok"]), lambda: job(rt, tr_id).status == "done")
         with rt.db.session() as session:
