@@ -28,8 +28,8 @@ from app.settings import Settings
 from app.transcriptions import start_transcription_service
 from app.workers import start_workers, wire_wakeups
 from delivery.supervise import supervise
+from schemas.clock import utcnow
 from store.results import retention_cutoffs
-from store.session import utcnow
 
 log = logging.getLogger("relay.app")
 

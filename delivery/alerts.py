@@ -28,8 +28,8 @@ from delivery import metrics
 from delivery.errors import ChannelBusy, CloudflareBanned, DeliveryError, Permanent, Transient
 from delivery.ports import AlertStore
 from delivery.transport import DiscordTransport
+from schemas.clock import utcnow
 from schemas.work import PendingAlert
-from store.session import utcnow
 
 log = logging.getLogger("relay.alerts")
 

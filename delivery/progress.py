@@ -24,9 +24,9 @@ from delivery.errors import ChannelBusy, CloudflareBanned, DeliveryError, Perman
 from delivery.ports import ProgressStore
 from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport
+from schemas.clock import utcnow
 from schemas.messages import INTERACTION_TTL, LAST_SAFE_SEND
 from schemas.work import ProgressWork
-from store.session import utcnow
 
 log = logging.getLogger("relay.progress")
 

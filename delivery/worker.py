@@ -43,11 +43,11 @@ from delivery.render import SUPPRESS_NOTIFICATIONS, Limits, MessagePlan, RenderI
 from delivery.supervise import LoopMonitor, supervise
 from delivery.transport import DiscordTransport, OutgoingFile
 from delivery.webhook_send import ChannelState, WebhookSender
+from schemas.clock import utcnow
 from schemas.messages import LAST_SAFE_SEND
 from schemas.work import ClaimedDestination, Finished, StoredPlan, Work
 from store.errors import AttachmentMissing, StoreUnavailable
 from store.presence import Presence, new_owner_id
-from store.session import utcnow
 
 log = logging.getLogger("relay.delivery")
 

@@ -1,6 +1,11 @@
-"""The store: the only package that talks to the database (see ``design/STORE.md``).
+"""The store: the only package that talks to the database.
 
-Today it holds the pieces the API and the delivery engine share: the store's exceptions and the
-one place driver errors are translated (``store.errors``), worker presence for fast lease takeover
-(``store.presence``) and PostgreSQL ``LISTEN/NOTIFY`` (``store.notify``).
+Every query of the relay is here, next to the table it touches. ``store.session.Database`` owns
+the engine and is the one session base: each session is one transaction, and driver errors that
+mean "unreachable" leave it as ``store.errors.StoreUnavailable`` for the API and the workers alike.
+Every store class (``store.session.Store``) is built once in ``app.runtime.Runtime`` and injected;
+the delivery engine sees them only through the Protocols of ``delivery.ports``.
+
+Imports: ``schemas`` only (the tables, the value types, the state machine); never ``app`` or
+``delivery`` (checked by import-linter in ``make test``).
 """

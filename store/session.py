@@ -21,10 +21,7 @@ from sqlmodel import Session, SQLModel
 from schemas.clock import as_utc as as_utc  # re-exported: the store's own spelling
 from schemas.clock import utcnow as utcnow
 from store.engine import ensure_schema, migrate, schema_revisions
-from store.errors import IdempotencyConflict as IdempotencyConflict
-from store.errors import NotFound as NotFound
-from store.errors import StoreError as StoreError
-from store.errors import StoreUnavailable as StoreUnavailable
+from store.errors import StoreUnavailable
 
 
 def is_unavailable(exc: BaseException) -> bool:

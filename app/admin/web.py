@@ -27,10 +27,10 @@ from starlette.concurrency import run_in_threadpool
 from app.admin import present
 from app.admin.security import SESSION_COOKIE, AdminSession, LoginLimiter, open_session
 from app.deps import runtime_of
+from schemas.clock import utcnow
 from schemas.targets import destination_label
 from store.admin import AdminStore
 from store.errors import NotFound, StoreUnavailable
-from store.session import utcnow
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {

@@ -47,9 +47,9 @@ from app.runtime import Runtime
 from delivery.errors import DeliveryError
 from delivery.transport import DiscordTransport
 from schemas.api import DMDestination, InteractionDestination
+from schemas.clock import utcnow
 from store.errors import NotFound, StoreUnavailable
 from store.pickup import Viewer
-from store.session import utcnow
 
 log = logging.getLogger("relay.interactions")
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from schemas.clock import utcnow
 from schemas.tables import Delivery, DeliveryEvent, Destination, Result
-from store.session import utcnow
 from tests.conftest import Relay
 
 ADMIN_TOKEN = "admin-test-token-0123456789"

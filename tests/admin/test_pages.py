@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from app.admin.present import describe_error
+from schemas.clock import utcnow
 from schemas.tables import Delivery, DeliveryEvent, Destination
 from store.admin import AdminStore
-from store.session import utcnow
 from tests.admin.conftest import AdminClient, disable_destination, mark_undelivered
 from tests.conftest import WEBHOOK_URL, result_payload
 

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import httpx
 
+from schemas.clock import utcnow
 from schemas.tables import DEFAULT_TENANT, Destination
 from schemas.targets import tenant_key
-from store.session import utcnow
 from tests.conftest import Relay
 
 

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
+from schemas.clock import utcnow
 from schemas.tables import ProgressMessage
 from store.progress import CONFLICT_ATTEMPTS, ProgressQueue
-from store.session import utcnow
 from tests.conftest import Relay
 
 HOOK_A = "https://discord.com/api/webhooks/111111111111111111/token-a"

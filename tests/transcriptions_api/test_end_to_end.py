@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
+from schemas.clock import utcnow
 from schemas.tables import Result, Transcription
-from store.session import utcnow
 from tests.conftest import Relay, wait_for
 from tests.engine.helpers import body_seen
 from tests.transcriptions_api.conftest import LONG_WORDS, SHORT_WORDS, Speech, payload, upload, words_found

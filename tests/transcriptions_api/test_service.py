@@ -21,8 +21,8 @@ from app.settings import Settings
 from app.transcription_jobs import request_json
 from app.transcriptions import TranscriptionService
 from schemas.api import TranscriptionIn
+from schemas.clock import utcnow
 from schemas.tables import Result, Transcription
-from store.session import utcnow
 from store.transcriptions import NewTranscription, TranscriptionStore, TranscriptionView
 from store.views import NewResult
 from tests.conftest import WEBHOOK_URL
