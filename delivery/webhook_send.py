@@ -9,7 +9,7 @@ What a webhook message needs beyond the payload the renderer made:
   a relay restarted after SIGKILL all post into that one thread, never a second post.
 * **What the channel is.** The message object Discord returns (``?wait=true``) names the channel
   of a message posted outside a thread; ``GET /webhooks/{id}/{token}`` names channel and guild.
-  Both are stored with the destination (see :mod:`delivery.channels`) the first time they are seen.
+  Both are stored with the destination (see :mod:`store.channels`) the first time they are seen.
 * **The channel's pace.** Every webhook post into a known channel takes a slot of that channel's
   pacer first; the transport waits for it (or, when the slot is far away, raises ``ChannelBusy``
   so the worker frees itself for other destinations).

@@ -84,7 +84,7 @@ class DeliveryWorker:
     ``presence`` (optional) publishes this worker as alive and tells which other lease owners
     died, so their destinations are taken over at once instead of when their leases expire.
     ``monitor`` is where the supervised loops report their liveness (``/healthz``).
-    ``channels`` (optional) is where webhook channels are learned and paced (``delivery.channels``).
+    ``channels`` (optional) is where webhook channels are learned and paced (``store.channels``).
     """
 
     def __init__(self, queue: DeliveryStore, transport: DiscordTransport, reveal: Callable[[str], str],

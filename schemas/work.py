@@ -30,7 +30,7 @@ class ClaimedDestination:
     bucket: BucketState
     dm_channel_id: str | None
     previous_owner: str | None = None  # a dead worker's lease this claim took over, if any
-    channel_id: str | None = None  # the webhook's Discord channel, once learned (see delivery.channels)
+    channel_id: str | None = None  # the webhook's Discord channel, once learned (see store.channels)
     guild_id: str | None = None
 
 
