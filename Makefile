@@ -57,6 +57,7 @@ bench: $(VENV)/.installed-dev
 	-$(BIN)/python -m bench.chaos
 	-$(BIN)/python -m bench.takeover
 	-$(BIN)/python -m bench.channel
+	-$(BIN)/python -m bench.scale --postgres
 	-$(BIN)/python bench/transcription.py
 
 system-deps:

@@ -60,6 +60,8 @@ class Result(SQLModel, table=True):
         Index("ix_results_created", "created_at"),
         Index("ix_results_status_finished", "status", "finished_at"),
         Index("ix_results_tenant_created", "tenant", "created_at"),
+        # A tenant's listing by status, newest first, is one range in order (bench/scale.py).
+        Index("ix_results_tenant_status_created", "tenant", "status", "created_at", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
