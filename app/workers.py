@@ -110,16 +110,18 @@ def build_workers(runtime: Runtime, client: httpx.AsyncClient, *,
 
     channels = runtime.channels
     limit = channel_limit(settings.channel_limit)
-    if limit is not None:
-        transport.pacing = ChannelPacing(channels, limit, max_wait_s=settings.channel_wait_max)
     queue = runtime.deliveries
     alerts = alert_loop(runtime, transport)
     queue.record_alerts = alerts is not None
     worker = DeliveryWorker(queue, transport, reveal, worker_config(settings),
                             presence=presence, monitor=runtime.loops, channels=channels)
+    # The pacer reserves a slot (a write) before every webhook message and the progress loop writes
+    # beside the worker: both go through the worker's store runner, one writer thread on SQLite.
+    if limit is not None:
+        transport.pacing = ChannelPacing(channels, limit, max_wait_s=settings.channel_wait_max, run=worker.run_store)
     progress = ProgressWorker(runtime.progress_queue, transport, reveal, owner=worker.owner,
                               interaction_margin_s=settings.interaction_margin, lease_s=settings.lease_seconds,
-                              monitor=runtime.loops,
+                              monitor=runtime.loops, run=worker.run_store,
                               pickup_command=PICKUP_COMMAND if settings.interactions_enabled else None)
     return worker, progress, alerts
 

@@ -20,11 +20,13 @@ Phases, one run:
 4. *Peer*: the relay stopped, ``discord_webhook.AsyncDiscordWebhook(rate_limit_retry=True)`` sends
    the same workload from this process: one asyncio task per webhook, its messages in sequence.
 
-The ceiling comes from the emulator's configured limits: ``webhooks × requests / per`` of the
-webhook-execute bucket. The emulator uses fixed windows, so ``M`` messages to one webhook can go
-out in ``ceil(M / requests) - 1`` periods (a burst, then one window per period); counting the last
-window in full, a sender that fills every window reaches exactly the ceiling, so the rate compared
-with it is ``messages / (last - first + per)``. The raw first-to-last rate is printed as well.
+The ceiling comes from the emulator's configured limits. It uses fixed windows, so ``M`` messages
+to one webhook can go out in ``ceil(M / requests) - 1`` periods of each bucket that applies (the
+webhook-execute bucket, and the per-channel cap: 20 messages fit one window of 30 per 60 s, so it
+does not slow such a run); an omniscient sender takes the longest of these, ``ideal``, and the
+ceiling is ``webhooks × M / (ideal + per)``: 150 msg/s at 60 × 20, 500 at 200 × 20. Counting the
+last webhook window in full the same way, the rate compared with it is ``messages / (last - first +
+per)``. The raw first-to-last rate is printed as well.
 """
 
 from __future__ import annotations
@@ -92,20 +94,28 @@ class Throughput:
     cpu_s: dict[str, float] = field(default_factory=dict)
 
 
-def _limits(emulator: Emulator, webhooks: int) -> tuple[int, float, float]:
-    """``(requests, per, ceiling msgs/s)`` of the webhook-execute bucket, from the emulator's settings."""
+def _limits(emulator: Emulator, webhooks: int, messages: int) -> tuple[float, float, float]:
+    """``(ideal first-to-last seconds, per, ceiling msgs/s)`` of ``messages`` to each of ``webhooks``.
+
+    Each of the emulator's fixed-window buckets that applies lets ``M`` messages out in
+    ``ceil(M / requests) - 1`` of its periods: the webhook-execute bucket, and the per-channel cap
+    (auto-created webhooks get a channel each, so it applies per webhook too) when one is set. An
+    omniscient sender needs the longest of these, so the ceiling is the workload over that plus one
+    webhook period, the same convention as the measured rate (``messages / (last - first + per)``).
+    """
     limits = emulator.rate_limits()
     hook = limits["webhook"]
-    requests, per = int(hook["requests"]), float(hook["per"])
-    per_webhook = requests / per
-    if limits.get("webhook_channel"):  # a shared per-channel cap would lower it; auto-created hooks
-        chan = limits["webhook_channel"]  # get a channel each, so it applies per webhook too
-        per_webhook = min(per_webhook, int(chan["requests"]) / float(chan["per"]))
-    return requests, per, webhooks * per_webhook
+    per = float(hook["per"])
+    buckets = [(int(hook["requests"]), per)]
+    if limits.get("webhook_channel"):
+        chan = limits["webhook_channel"]
+        buckets.append((int(chan["requests"]), float(chan["per"])))
+    ideal = max((math.ceil(messages / requests) - 1) * period for requests, period in buckets)
+    return ideal, per, webhooks * messages / (ideal + per)
 
 
-def _measure(sender: str, emulator: Emulator, tags: set[str], *, requests_per: int, per: float, ceiling: float,
-             messages_per_hook: int, ready_at: float, cpu: dict[str, float]) -> Throughput:
+def _measure(sender: str, emulator: Emulator, tags: set[str], *, ideal: float, per: float, ceiling: float,
+             ready_at: float, cpu: dict[str, float]) -> Throughput:
     """Read the emulator's records of one run and turn them into a :class:`Throughput`."""
     msgs = [m for m in emulator.messages(kind="webhook") if message_tag(m) in tags]
     counters = emulator.counters()
@@ -119,7 +129,7 @@ def _measure(sender: str, emulator: Emulator, tags: set[str], *, requests_per: i
         sender=sender, expected=len(tags), delivered=len(msgs), distinct=len({message_tag(m) for m in msgs}),
         first_to_last_s=span, rate_raw=len(msgs) / span if span > 0 else float("nan"), rate=rate,
         ceiling=ceiling, ratio_to_ceiling=rate / ceiling,
-        ideal_first_to_last_s=(math.ceil(messages_per_hook / requests_per) - 1) * per,
+        ideal_first_to_last_s=ideal,
         requests=int(counters["requests"]), status_429=count_429(counters), status_429_after_first_window=late_429,
         start_lag_s=first - ready_at, cpu_s=cpu)
 
@@ -187,7 +197,7 @@ def _profiled(out: Path | None, pids: dict[str, int], idle: bool = False) -> Ite
 def bench_relay(args: argparse.Namespace, emulator: Emulator, store: Store, work: Path, tag: str,
                 ) -> tuple[Throughput, dict[str, float]]:
     """Phases 1-3: enqueue with workers off, deliver with workers on, then idle latency."""
-    requests_per, per, ceiling = _limits(emulator, args.webhooks)
+    ideal, per, ceiling = _limits(emulator, args.webhooks, args.messages)
     plan = _workload(f"r{tag}", emulator, RELAY_WEBHOOK_BASE, args.webhooks, args.messages)
     payloads = [small_result(t, [{"type": "webhook", "url": url}]) for url, t in plan]
     started = time.monotonic()
@@ -203,8 +213,8 @@ def bench_relay(args: argparse.Namespace, emulator: Emulator, store: Store, work
         with _profiled(args.profile, {"relay": relay.pid, "emulator": emulator.proc.pid}, args.profile_idle):
             _wait_delivered(emulator, len(payloads), args.timeout)
         cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in (("relay", relay.pid), ("emulator", emulator.proc.pid))}
-        result = _measure("relay", emulator, {t for _, t in plan}, requests_per=requests_per, per=per,
-                          ceiling=ceiling, messages_per_hook=args.messages, ready_at=ready_at, cpu=cpu)
+        result = _measure("relay", emulator, {t for _, t in plan}, ideal=ideal, per=per,
+                          ceiling=ceiling, ready_at=ready_at, cpu=cpu)
         latency = bench_latency(args, emulator, relay.url, store.key, tag)
     return result, latency
 
@@ -237,7 +247,7 @@ def bench_peer(args: argparse.Namespace, emulator: Emulator, tag: str) -> Throug
     from discord_webhook import AsyncDiscordWebhook, DiscordEmbed
 
     logging.getLogger("discord_webhook").setLevel(logging.CRITICAL)  # it logs every 429 it sleeps on
-    requests_per, per, ceiling = _limits(emulator, args.webhooks)
+    ideal, per, ceiling = _limits(emulator, args.webhooks, args.messages)
     plan = _workload(f"p{tag}", emulator, PEER_WEBHOOK_BASE, args.webhooks, args.messages)
     by_hook: dict[str, list[str]] = {}
     for url, t in plan:
@@ -266,8 +276,8 @@ def bench_peer(args: argparse.Namespace, emulator: Emulator, tag: str) -> Throug
            "emulator": cpu_seconds(emulator.proc.pid) - cpu0["emulator"]}
     if failures:
         print(f"  ! peer got non-2xx answers in the end: {dict(failures)}", flush=True)
-    return _measure("discord-webhook (peer)", emulator, {t for _, t in plan}, requests_per=requests_per, per=per,
-                    ceiling=ceiling, messages_per_hook=args.messages, ready_at=ready_at, cpu=cpu)
+    return _measure("discord-webhook (peer)", emulator, {t for _, t in plan}, ideal=ideal, per=per,
+                    ceiling=ceiling, ready_at=ready_at, cpu=cpu)
 
 
 def _print_throughput(r: Throughput) -> None:

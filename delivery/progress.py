@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -82,8 +82,11 @@ class ProgressWorker:
     def __init__(self, queue: ProgressStore, transport: DiscordTransport, reveal: Callable[[str], str], *,
                  owner: str, interaction_margin_s: float, interval_s: float = 0.5, lease_s: float = 30.0,
                  concurrency: int = 8, monitor: LoopMonitor | None = None,
-                 pickup_command: str | None = None) -> None:
+                 pickup_command: str | None = None, run: Callable[..., Awaitable[Any]] | None = None) -> None:
         self._queue, self._transport, self._reveal = queue, transport, reveal
+        # How store calls leave the event loop: the delivery worker's own runner in the relay (one
+        # writer thread on SQLite, see ``DeliveryWorker.run_store``), a thread of the pool otherwise.
+        self._run: Callable[..., Awaitable[Any]] = run or asyncio.to_thread
         self._pickup_command = pickup_command
         self._owner, self._margin, self._interval = owner, interaction_margin_s, interval_s
         self._lease_s, self._concurrency = lease_s, concurrency
@@ -106,10 +109,10 @@ class ProgressWorker:
         """One round of hand-offs and progress edits."""
         if self._transport.banned_for() > 0:
             return
-        for row in await asyncio.to_thread(self._queue.due_handoffs, margin_s=self._margin):
+        for row in await self._run(self._queue.due_handoffs, margin_s=self._margin):
             await self._handoff(row)
-        rows = await asyncio.to_thread(self._queue.claim, self._owner, limit=self._concurrency,
-                                       lease_s=self._lease_s)
+        rows = await self._run(self._queue.claim, self._owner, limit=self._concurrency,
+                               lease_s=self._lease_s)
         if rows:
             await asyncio.gather(*(self._send(row) for row in rows))
 
@@ -129,15 +132,15 @@ class ProgressWorker:
 
     async def _send(self, row: ProgressWork) -> None:
         if not self._token_alive(row):
-            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=None,
-                                    failed="interaction token expired")
+            await self._run(self._queue.sent, row.id, version=row.version, message_id=None,
+                            failed="interaction token expired")
             return
         bucket = self._transport.limiter.state(row.destination_key)
         if row.message_id is None and bucket.remaining is not None and bucket.remaining <= 1 \
                 and bucket.reset_at > utcnow().timestamp():
             # The last request of this window belongs to results, not to a progress bar.
-            await asyncio.to_thread(self._queue.retry_later, row.id, datetime.fromtimestamp(bucket.reset_at,
-                                                                                          tz=utcnow().tzinfo))
+            await self._run(self._queue.retry_later, row.id,
+                            datetime.fromtimestamp(bucket.reset_at, tz=utcnow().tzinfo))
             return
         payload = progress_payload(row.state, done=row.done, workflow_id=row.workflow_id)
         path, params = self._path(row)
@@ -163,19 +166,19 @@ class ProgressWorker:
                                               route_key=f"{row.destination_key}:edit", kind=row.kind,
                                               payload=payload, params=edit_params)
                 message_id = None
-            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=message_id,
-                                    thread_id=created_thread or None)
+            await self._run(self._queue.sent, row.id, version=row.version, message_id=message_id,
+                            thread_id=created_thread or None)
         except ChannelBusy as exc:  # the channel's cap: results first, progress after the wait
             until = datetime.fromtimestamp(exc.until, tz=utcnow().tzinfo)
-            await asyncio.to_thread(self._queue.retry_later, row.id, max(until, utcnow() + PROGRESS_RETRY))
+            await self._run(self._queue.retry_later, row.id, max(until, utcnow() + PROGRESS_RETRY))
         except (Transient, CloudflareBanned):
-            await asyncio.to_thread(self._queue.retry_later, row.id, utcnow() + PROGRESS_RETRY)
+            await self._run(self._queue.retry_later, row.id, utcnow() + PROGRESS_RETRY)
         except Permanent as exc:
-            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=None,
-                                    failed=exc.message)
+            await self._run(self._queue.sent, row.id, version=row.version, message_id=None,
+                            failed=exc.message)
         except DeliveryError as exc:  # TooLarge cannot happen for a one-embed message; give this state up
-            await asyncio.to_thread(self._queue.sent, row.id, version=row.version, message_id=None,
-                                    failed=exc.message)
+            await self._run(self._queue.sent, row.id, version=row.version, message_id=None,
+                            failed=exc.message)
 
     async def _handoff(self, row: ProgressWork) -> None:
         payload = {"content": handoff_text(row.state.get("next_kind"), self._pickup_command),
@@ -187,7 +190,7 @@ class ProgressWorker:
         except DeliveryError as exc:
             log.warning("hand-off notice not sent: %s", exc.message, extra={"workflow_id": row.workflow_id})
             if not isinstance(exc, Transient | CloudflareBanned):
-                await asyncio.to_thread(self._queue.handoff_sent, row.id)
+                await self._run(self._queue.handoff_sent, row.id)
             return
-        await asyncio.to_thread(self._queue.handoff_sent, row.id)
+        await self._run(self._queue.handoff_sent, row.id)
         log.info("hand-off notice posted", extra={"workflow_id": row.workflow_id})

@@ -91,7 +91,7 @@ class DeliveryWorker:
                  config: WorkerConfig, *, owner: str | None = None, presence: Presence | None = None,
                  monitor: LoopMonitor | None = None, channels: ChannelStore | None = None) -> None:
         self._queue, self._transport, self._reveal, self._config = queue, transport, reveal, config
-        self._webhooks = WebhookSender(transport, channels, reveal, run=self._store)
+        self._webhooks = WebhookSender(transport, channels, reveal, run=self.run_store)
         self._presence = presence
         self.owner = presence.owner if presence is not None else (owner or new_owner_id(presence=False))
         self.monitor = monitor or LoopMonitor()
@@ -109,8 +109,13 @@ class DeliveryWorker:
         self._store_thread = (ThreadPoolExecutor(1, thread_name_prefix="delivery-store")
                               if queue.single_writer else None)
 
-    async def _store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking store call off the event loop (on the single store thread for SQLite)."""
+    async def run_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking store call off the event loop (on the single store thread for SQLite).
+
+        Public so that whatever writes beside this worker in the same process (the channel pacer,
+        the progress loop) queues on the same thread: SQLite's writers then wait in Python, never in
+        SQLite's busy handler, which sleeps in steps of up to 100 ms while another thread holds the lock.
+        """
         if self._store_thread is None:
             return await asyncio.to_thread(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._store_thread,
@@ -148,7 +153,7 @@ class DeliveryWorker:
         finally:
             try:
                 await self._drain()
-                await asyncio.shield(self._store(self._queue.release_all, self.owner))
+                await asyncio.shield(self.run_store(self._queue.release_all, self.owner))
             except StoreUnavailable as exc:
                 log.warning("shutdown: leases not released (%s); they are taken over when they expire", exc)
             finally:
@@ -173,7 +178,7 @@ class DeliveryWorker:
         if self._presence is not None and not self._presence.alive():
             return min(poll, 0.5)  # not published as alive: others could take what we claim
         dead, recheck = await self._dead_owners()
-        claimed = await self._store(self._queue.claim_destinations, self.owner, limit=free,
+        claimed = await self.run_store(self._queue.claim_destinations, self.owner, limit=free,
                                     lease_s=self._config.lease_s, exclude=list(self._active), dead_owners=dead)
         taken_over = sum(1 for d in claimed if d.previous_owner in dead)
         if taken_over:
@@ -194,8 +199,8 @@ class DeliveryWorker:
         now = time.monotonic()
         if now - self._dead_checked_at >= DEAD_OWNER_CHECK_S:
             self._dead_checked_at = now
-            owners = await self._store(self._queue.leased_owners, exclude=self.owner)
-            absent = await self._store(self._presence.dead_owners, owners) if owners else set()
+            owners = await self.run_store(self._queue.leased_owners, exclude=self.owner)
+            absent = await self.run_store(self._presence.dead_owners, owners) if owners else set()
             self._absent_since = {o: self._absent_since.get(o, now) for o in absent}
             self._dead = sorted(o for o, since in self._absent_since.items()
                                 if now - since >= self._presence.confirm_s)
@@ -220,8 +225,8 @@ class DeliveryWorker:
         self._wakeup.clear()
 
     async def _heartbeat(self) -> float:
-        await self._store(self._queue.renew, self.owner, list(self._active), lease_s=self._config.lease_s)
-        count, age = await self._store(self._queue.queue_stats)
+        await self.run_store(self._queue.renew, self.owner, list(self._active), lease_s=self._config.lease_s)
+        count, age = await self.run_store(self._queue.queue_stats)
         metrics.QUEUE_DEPTH.set(count)
         metrics.OLDEST_PENDING.set(age)
         return self._config.lease_s / 3
@@ -271,7 +276,7 @@ class DeliveryWorker:
             state["blocked_until"] = utcnow() + timedelta(seconds=DESTINATION_CRASH_PAUSE_S)
         finally:
             try:
-                await asyncio.shield(self._store(
+                await asyncio.shield(self.run_store(
                     self._queue.release, self.owner, dest.key, bucket=self._transport.limiter.state(dest.key),
                     dm_channel_id=state["dm_channel_id"], blocked_until=state["blocked_until"]))
             except StoreUnavailable as exc:
@@ -279,7 +284,7 @@ class DeliveryWorker:
                             dest.key, exc)
 
     async def _serve_due(self, dest: ClaimedDestination, state: dict[str, Any]) -> None:
-        work = await self._store(self._queue.start_next, dest.key, self._render_inline)
+        work = await self.run_store(self._queue.start_next, dest.key, self._render_inline)
         while work is not None and not self._stop.is_set():
             outcome = await self._deliver(work, dest, state)
             if outcome is False:
@@ -288,12 +293,12 @@ class DeliveryWorker:
                 # Record this delivery and take the next one in one transaction (one commit per message).
                 take_next = None if self._stop.is_set() else dest.key
                 finished, following = await _persist(
-                    self._store, self._queue.finish_and_start_next, work.delivery_id,
+                    self.run_store, self._queue.finish_and_start_next, work.delivery_id,
                     sent=outcome.last_sent, key=take_next, render=self._render_inline)
                 self._delivered(work, dest, finished)
                 work = following
             elif not self._stop.is_set():
-                work = await self._store(self._queue.start_next, dest.key, self._render_inline)
+                work = await self.run_store(self._queue.start_next, dest.key, self._render_inline)
 
     def _render_inline(self, result: RenderInput, scale: int, kind: str) -> list[MessagePlan] | None:
         """Render inside the claim's transaction, unless the body is big enough to hold the write lock long.
@@ -325,7 +330,7 @@ class DeliveryWorker:
         delivery_id = work.delivery_id
         last_sent: tuple[int, str] | None = None
         if work.stale:
-            await self._store(self._queue.cancel, delivery_id, work.stale)
+            await self.run_store(self._queue.cancel, delivery_id, work.stale)
             return True
         if dest.disabled:
             await self._fail(work, Permanent(f"destination disabled: {dest.disabled_reason}"), "failed")
@@ -344,7 +349,7 @@ class DeliveryWorker:
                 if position == len(unsent) - 1:
                     last_sent = (stored.id, message_id)  # recorded together with the delivery's end
                 else:
-                    await _persist(self._store, self._queue.mark_sent, stored.id, message_id, delivery_id)
+                    await _persist(self.run_store, self._queue.mark_sent, stored.id, message_id, delivery_id)
         except Expired as exc:
             metrics.EXPIRED_TOKENS.inc()
             if exc.status is None:  # our safety margin, not Discord: the token still has its last minute
@@ -353,7 +358,7 @@ class DeliveryWorker:
             return True
         except DestinationGone as exc:
             reason = f"{exc.message} (Discord {exc.code})" if exc.code else exc.message
-            await self._store(self._queue.disable_destination, dest.key, reason)
+            await self.run_store(self._queue.disable_destination, dest.key, reason)
             dest_disabled = ClaimedDestination(dest.key, dest.kind, True, reason, dest.bucket, dest.dm_channel_id)
             await self._fail(work, exc, "disabled")
             # Later deliveries to the same destination in this claim fail fast too.
@@ -371,18 +376,18 @@ class DeliveryWorker:
             # Discord's per-channel cap: the whole channel waits; no retry is spent and the
             # destination is held, so its later results keep their order.
             at = datetime.fromtimestamp(exc.until, UTC)
-            await self._store(self._queue.reschedule, delivery_id, at=at, status=None, code=None,
+            await self.run_store(self._queue.reschedule, delivery_id, at=at, status=None, code=None,
                               message=exc.message, outcome="channel_paced", count_attempt=False,
                               hold_destination=True)
             state["blocked_until"] = at
             return False
         except CloudflareBanned as exc:
             at = utcnow() + timedelta(seconds=exc.retry_after)
-            await self._store(self._queue.reschedule, delivery_id, at=at, status=429, code=None,
+            await self.run_store(self._queue.reschedule, delivery_id, at=at, status=429, code=None,
                                     message=exc.message, outcome="rate_limited", count_attempt=False)
             return False
         except ShuttingDown as exc:  # nothing of this message is on the wire: it goes after the restart
-            await self._store(self._queue.reschedule, delivery_id, at=utcnow(), status=None, code=None,
+            await self.run_store(self._queue.reschedule, delivery_id, at=utcnow(), status=None, code=None,
                               message=exc.message, outcome="interrupted", count_attempt=False)
             return False
         except Transient as exc:
@@ -399,11 +404,11 @@ class DeliveryWorker:
 
     async def _fail_rest(self, dest: ClaimedDestination) -> bool:
         while not self._stop.is_set():
-            work = await self._store(self._queue.start_next, dest.key)
+            work = await self.run_store(self._queue.start_next, dest.key)
             if work is None:
                 break
             if work.stale:
-                await self._store(self._queue.cancel, work.delivery_id, work.stale)
+                await self.run_store(self._queue.cancel, work.delivery_id, work.stale)
             else:
                 await self._fail(work, Permanent(f"destination disabled: {dest.disabled_reason}"), "failed")
         return False
@@ -419,7 +424,7 @@ class DeliveryWorker:
         if work.plans:
             return list(work.plans)
         rendered = render(work.result, self._limits(work.render_scale), destination=work.kind)  # type: ignore[arg-type]
-        return await self._store(self._queue.save_plans, work.delivery_id, rendered)
+        return await self.run_store(self._queue.save_plans, work.delivery_id, rendered)
 
     def _limits(self, scale: int) -> Limits:
         limits = self._config.limits
@@ -429,7 +434,7 @@ class DeliveryWorker:
 
     async def _shrink(self, work: Work, exc: TooLarge) -> bool:
         """A 413: re-render the unsent part with smaller files; never resend the same request."""
-        plans = await self._store(self._queue.plans, work.delivery_id)
+        plans = await self.run_store(self._queue.plans, work.delivery_id)
         sent = [p for p in plans if p.message_id is not None]
         scale = work.render_scale + 1
         rendered = render(work.result, self._limits(scale), destination=work.kind)  # type: ignore[arg-type]
@@ -439,11 +444,11 @@ class DeliveryWorker:
             await self._fail(work, Permanent(f"still too large for Discord after {scale - 1} re-renders: "
                                              f"{exc.message}", status=exc.status, code=exc.code), "failed")
             return True
-        await self._store(self._queue.set_render_scale, work.delivery_id, scale,
+        await self.run_store(self._queue.set_render_scale, work.delivery_id, scale,
                                 f"Discord answered {exc.status} ({exc.code}): re-rendered with files ≤ "
                                 f"{self._limits(scale).max_attachment_bytes} bytes")
-        await self._store(self._queue.save_plans, work.delivery_id, rendered[len(sent):], start_seq=len(plans))
-        await self._store(self._queue.reschedule, work.delivery_id, at=utcnow(), status=exc.status,
+        await self.run_store(self._queue.save_plans, work.delivery_id, rendered[len(sent):], start_seq=len(plans))
+        await self.run_store(self._queue.reschedule, work.delivery_id, at=utcnow(), status=exc.status,
                                 code=exc.code, message=exc.message, outcome="rerendered", count_attempt=False)
         return True
 
@@ -462,7 +467,7 @@ class DeliveryWorker:
                                              status=exc.status, code=exc.code), "failed")
             return None
         at = utcnow() + timedelta(seconds=delay)
-        await self._store(self._queue.reschedule, work.delivery_id, at=at, status=exc.status, code=exc.code,
+        await self.run_store(self._queue.reschedule, work.delivery_id, at=at, status=exc.status, code=exc.code,
                           message=exc.message, hold_destination=True)
         metrics.DELIVERIES.labels(kind=work.kind, outcome="retry_scheduled").inc()
         log.warning("delivery will be retried", extra={"result_id": work.result_id, "delivery_id": work.delivery_id,
@@ -481,16 +486,16 @@ class DeliveryWorker:
         log.error("delivery crashed", exc_info=exc, extra={"result_id": work.result_id,
                                                             "delivery_id": work.delivery_id,
                                                             "attempts": work.attempts})
-        crashes = await self._store(self._queue.crash_count, work.delivery_id) + 1
+        crashes = await self.run_store(self._queue.crash_count, work.delivery_id) + 1
         if crashes >= self._config.max_crashes:
             await self._fail(work, Permanent(f"{reason} (gave up after {crashes} crashes)"), "failed")
             return
         at = utcnow() + timedelta(seconds=self._retry_delay(work))
-        await self._store(self._queue.reschedule, work.delivery_id, at=at, status=None, code=None,
+        await self.run_store(self._queue.reschedule, work.delivery_id, at=at, status=None, code=None,
                           message=reason, outcome="crashed")
 
     async def _fail(self, work: Work, exc: Permanent, outcome: str) -> None:
-        finished = await self._store(self._queue.finish, work.delivery_id, delivered=False, status=exc.status,
+        finished = await self.run_store(self._queue.finish, work.delivery_id, delivered=False, status=exc.status,
                                            code=exc.code, message=exc.message, outcome=outcome)
         metrics.DELIVERIES.labels(kind=work.kind, outcome=outcome).inc()
         if finished.result_status == "undelivered":
@@ -527,7 +532,7 @@ class DeliveryWorker:
             # also after a crash right after this line, so it is stored before the next send.
             created = str(message.get("channel_id") or "")
             if created.isdigit():
-                await _persist(self._store, self._queue.set_thread, work.delivery_id, created)
+                await _persist(self.run_store, self._queue.set_thread, work.delivery_id, created)
                 state.setdefault("threads", {})[work.delivery_id] = created
         return str(message["id"])
 
@@ -545,7 +550,7 @@ class DeliveryWorker:
         except DeliveryError as exc:
             log.warning("hand-off notice not sent: %s", exc.message, extra={"result_id": work.result_id})
             return
-        await self._store(self._queue.mark_notice_sent, work.delivery_id)
+        await self.run_store(self._queue.mark_notice_sent, work.delivery_id)
 
     async def _open_dm(self, key: str, user_id: str) -> str:
         response = await self._transport.request("POST", "/users/@me/channels", route_key=f"{key}:open", kind="dm",

@@ -140,3 +140,40 @@ def test_new_progress_messages_take_slots_of_the_channel_too(delivering_relay: A
         assert resp.status_code == 202, resp.text
     wait_for(lambda: len(discord.messages(webhook_id=wid)) == 4, timeout=60, message="three progress messages")
     assert discord.count_429() == 0  # the third progress post waited for the channel's next window
+
+
+def _spy(store: Any, name: str) -> list[tuple[str, bool]]:
+    """Record the thread (and whether an event loop runs in it) of every call of ``store.name``."""
+    import asyncio
+    import threading
+
+    calls: list[tuple[str, bool]] = []
+    original = getattr(store, name)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append((threading.current_thread().name, asyncio._get_running_loop() is not None))
+        return original(*args, **kwargs)
+
+    setattr(store, name, spy)
+    return calls
+
+
+def test_pacer_and_progress_writes_queue_on_the_workers_store_runner(delivering_relay: Any, discord: Any,
+                                                                     database_url: str) -> None:
+    """On SQLite the pacer's slot and the progress loop's claims are written on the delivery worker's
+    one store thread, never beside it, where they would wait in SQLite's busy handler (it sleeps up to
+    100 ms a try); on PostgreSQL they run on the thread pool. Never on the event loop."""
+    discord.set_rate_limits(RateLimits(webhook=Limit(5, 1.0), webhook_channel=Limit(30, 3.0)))
+    relay: Relay = delivering_relay(channel_limit="30/3")
+    slots = _spy(relay.runtime.channels, "reserve_slot")
+    progress = _spy(relay.runtime.progress_queue, "claim")
+    hook = discord.add_webhook(channel_id=CHANNEL)
+    ids = [relay.post_result(result_payload(title=f"t{i}", body=None, route=[{"type": "webhook", "url": hook[2]}]))
+           .json()["id"] for i in range(6)]
+    wait_for(lambda: _statuses(relay, ids).count("delivered") == 6, timeout=60, interval=0.2, message="all 6")
+    wait_for(lambda: len(progress) >= 2, timeout=30, message="progress passes")
+    assert len(slots) >= 5  # every message after the first (sent before the channel was known) and that one
+    for thread, in_loop in slots + progress:
+        assert not in_loop, thread
+        if database_url.startswith("sqlite"):
+            assert thread.startswith("delivery-store"), thread
