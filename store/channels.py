@@ -24,7 +24,7 @@ from sqlmodel import Session, col
 
 from schemas.tables import ChannelPacer, Destination
 from schemas.work import ChannelInfo, PaceLimit, Slot
-from store.session import Store, as_utc, utcnow
+from store.session import Store, as_utc, table_of, utcnow
 
 
 def next_slot(slots: list[float], *, now: float, limit: PaceLimit, blocked_until: float = 0.0) -> float:
@@ -92,36 +92,42 @@ class ChannelStore(Store):
     # --- the pacer ----------------------------------------------------------------------------
 
     def reserve_slot(self, channel_id: str, *, limit: PaceLimit, max_wait: float) -> Slot:
-        """Reserve the channel's next send slot (unless it is more than ``max_wait`` seconds away)."""
+        """Reserve the channel's next send slot (unless it is more than ``max_wait`` seconds away).
+
+        Runs before every paced message: Core statements on the pacer's table, no ORM objects, and
+        the row is inserted only the first time a channel is paced.
+        """
         now = utcnow()
         with self._session(write=True) as session:
-            row = self._pacer_row(session, channel_id, now)
-            blocked = row.blocked_until.timestamp() if row.blocked_until else 0.0
-            slot, kept = reserve(list(row.slots_json or []), now=now.timestamp(), limit=limit,
-                                 blocked_until=blocked, max_wait=max_wait)
+            slots, blocked = self._pacer_state(session, channel_id, now)
+            slot, kept = reserve(slots, now=now.timestamp(), limit=limit,
+                                 blocked_until=blocked.timestamp() if blocked else 0.0, max_wait=max_wait)
             if slot.reserved:
-                row.slots_json, row.updated_at = kept, now
-                session.add(row)
+                session.execute(_PACERS.update().where(_PACERS.c.channel_id == channel_id)
+                                .values(slots_json=kept, updated_at=now))
             return slot
 
     def block_channel(self, channel_id: str, until: datetime) -> None:
         """A ``shared`` 429: nothing goes into the channel before ``until`` (never moved earlier)."""
         now = utcnow()
         with self._session(write=True) as session:
-            row = self._pacer_row(session, channel_id, now)
-            if row.blocked_until is None or as_utc(row.blocked_until) < until:
-                row.blocked_until, row.updated_at = until, now
-                session.add(row)
+            _slots, blocked = self._pacer_state(session, channel_id, now)
+            if blocked is None or blocked < until:
+                session.execute(_PACERS.update().where(_PACERS.c.channel_id == channel_id)
+                                .values(blocked_until=until, updated_at=now))
 
-    def _pacer_row(self, session: Session, channel_id: str, now: datetime) -> ChannelPacer:
-        """The channel's pacer row, created when missing and locked for this transaction."""
-        session.execute(self._insert(ChannelPacer).values(channel_id=channel_id, slots_json=[], updated_at=now)
-                        .on_conflict_do_nothing(index_elements=["channel_id"]))
-        query = select(ChannelPacer).where(col(ChannelPacer.channel_id) == channel_id)
+    def _pacer_state(self, session: Session, channel_id: str, now: datetime) -> tuple[list[float], datetime | None]:
+        """The channel's reserved slots and block, its row created when missing and locked for this
+        transaction (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction is exclusive already)."""
+        query = select(_PACERS.c.slots_json, _PACERS.c.blocked_until).where(_PACERS.c.channel_id == channel_id)
         if self._postgres:
-            query = query.with_for_update()  # SQLite's write transaction is already exclusive
-        row = session.scalars(query).one()
-        if row.blocked_until is not None:
-            row.blocked_until = as_utc(row.blocked_until)
-        return row
+            query = query.with_for_update()
+        row = session.execute(query).first()
+        if row is None:
+            session.execute(self._insert(ChannelPacer).values(channel_id=channel_id, slots_json=[], updated_at=now)
+                            .on_conflict_do_nothing(index_elements=["channel_id"]))
+            row = session.execute(query).one()  # ours, or the one a concurrent first sender inserted
+        return list(row.slots_json or []), as_utc(row.blocked_until)
 
+
+_PACERS = table_of(ChannelPacer)
