@@ -195,7 +195,7 @@ def _profiled(out: Path | None, pids: dict[str, int], idle: bool = False) -> Ite
 
 
 def bench_relay(args: argparse.Namespace, emulator: Emulator, store: Store, work: Path, tag: str,
-                ) -> tuple[Throughput, dict[str, float]]:
+                ) -> tuple[Throughput, dict[str, Any]]:
     """Phases 1-3: enqueue with workers off, deliver with workers on, then idle latency."""
     ideal, per, ceiling = _limits(emulator, args.webhooks, args.messages)
     plan = _workload(f"r{tag}", emulator, RELAY_WEBHOOK_BASE, args.webhooks, args.messages)
@@ -215,11 +215,38 @@ def bench_relay(args: argparse.Namespace, emulator: Emulator, store: Store, work
         cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in (("relay", relay.pid), ("emulator", emulator.proc.pid))}
         result = _measure("relay", emulator, {t for _, t in plan}, ideal=ideal, per=per,
                           ceiling=ceiling, ready_at=ready_at, cpu=cpu)
+        settled = wait_until_idle(store.url)
+        print(f"  the relay was idle {settled:.2f} s after the load's messages were counted (every lease given back)",
+              flush=True)
         latency = bench_latency(args, emulator, relay.url, store.key, tag)
     return result, latency
 
 
-def bench_latency(args: argparse.Namespace, emulator: Emulator, base: str, key: str, tag: str) -> dict[str, float]:
+def wait_until_idle(url: str, timeout: float = 60.0) -> float:
+    """Seconds until no destination is leased any more: the load's tail (its last records, one lease
+    release per destination) is behind the relay, so the latency phase measures an idle relay."""
+    from sqlalchemy import func, select
+
+    from schemas.tables import Destination
+    from store.engine import make_engine
+    from store.session import table_of
+
+    engine = make_engine(url)
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < timeout:
+            with engine.connect() as conn:
+                leased = conn.execute(select(func.count()).select_from(Destination)
+                                      .where(table_of(Destination).c.lease_owner.is_not(None))).scalar_one()
+            if leased == 0:
+                break
+            time.sleep(0.02)
+    finally:
+        engine.dispose()
+    return time.monotonic() - start
+
+
+def bench_latency(args: argparse.Namespace, emulator: Emulator, base: str, key: str, tag: str) -> dict[str, Any]:
     """POST-to-message latency on an idle relay: one result at a time, each to a fresh webhook."""
     emulator.clear_records()
     sent: dict[str, float] = {}
@@ -236,8 +263,11 @@ def bench_latency(args: argparse.Namespace, emulator: Emulator, base: str, key: 
             time.sleep(0.05)  # idle between samples
     arrived = {message_tag(m): float(m["created_at"]) for m in emulator.messages(kind="webhook")}
     lat = [(arrived[n] - t0) * 1000 for n, t0 in sent.items() if n in arrived]
+    order = [i for i, n in enumerate(sent) if n in arrived]
+    slowest = sorted(zip(lat, order, strict=True), reverse=True)[:3]  # where an outlier sits tells what it was
     return {"samples": len(lat), "missing": len(sent) - len(lat), "p50_ms": percentile(lat, 0.5),
-            "p99_ms": percentile(lat, 0.99), "max_ms": max(lat) if lat else float("nan")}
+            "p99_ms": percentile(lat, 0.99), "max_ms": max(lat) if lat else float("nan"),
+            "slowest": [{"sample": i, "ms": round(ms, 1)} for ms, i in slowest]}
 
 
 def bench_peer(args: argparse.Namespace, emulator: Emulator, tag: str) -> Throughput:
@@ -303,7 +333,8 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> dict[
             relay, latency = bench_relay(args, emulator, store, work, tag)
             _print_throughput(relay)
             print(f"  idle latency POST->message ({latency['samples']} samples): p50 {latency['p50_ms']:.1f} ms, "
-                  f"p99 {latency['p99_ms']:.1f} ms, max {latency['max_ms']:.1f} ms", flush=True)
+                  f"p99 {latency['p99_ms']:.1f} ms, max {latency['max_ms']:.1f} ms; slowest "
+                  + ", ".join(f"#{s['sample']} {s['ms']:.0f} ms" for s in latency["slowest"]), flush=True)
             peer = None
             if not args.skip_peer:
                 peer = bench_peer(args, emulator, tag)
