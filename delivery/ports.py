@@ -22,6 +22,7 @@ from schemas.work import (
     PaceLimit,
     PendingAlert,
     ProgressWork,
+    Release,
     Renderer,
     Slot,
     StoredPlan,
@@ -64,8 +65,10 @@ class DeliveryStore(Protocol):
         ...
 
     def finish_and_start_next(self, delivery_id: int, *, sent: tuple[int, str] | None, key: str | None,
-                              render: Renderer | None = None) -> tuple[Finished, Work | None]:
-        """A delivery arrived: record it and take the destination's next one, in one transaction."""
+                              render: Renderer | None = None,
+                              release: Release | None = None) -> tuple[Finished, Work | None]:
+        """A delivery arrived: record it and take the destination's next one, in one transaction;
+        with ``release``, give the lease back in it too when nothing more is due (``Finished.released``)."""
         ...
 
     def plans(self, delivery_id: int) -> list[StoredPlan]:

@@ -45,7 +45,7 @@ from delivery.transport import DiscordTransport, OutgoingFile
 from delivery.webhook_send import ChannelState, WebhookSender
 from schemas.clock import utcnow
 from schemas.messages import LAST_SAFE_SEND
-from schemas.work import ClaimedDestination, Finished, StoredPlan, Work
+from schemas.work import ClaimedDestination, Finished, Release, StoredPlan, Work
 from store.errors import AttachmentMissing, StoreUnavailable
 from store.presence import Presence, new_owner_id
 
@@ -276,9 +276,10 @@ class DeliveryWorker:
             state["blocked_until"] = utcnow() + timedelta(seconds=DESTINATION_CRASH_PAUSE_S)
         finally:
             try:
-                await asyncio.shield(self.run_store(
-                    self._queue.release, self.owner, dest.key, bucket=self._transport.limiter.state(dest.key),
-                    dm_channel_id=state["dm_channel_id"], blocked_until=state["blocked_until"]))
+                if not state.get("released"):  # else given back with the last delivery's record
+                    await asyncio.shield(self.run_store(
+                        self._queue.release, self.owner, dest.key, bucket=self._transport.limiter.state(dest.key),
+                        dm_channel_id=state["dm_channel_id"], blocked_until=state["blocked_until"]))
             except StoreUnavailable as exc:
                 log.warning("lease of %s not released (%s); this worker takes it back when the store returns",
                             dest.key, exc)
@@ -292,10 +293,14 @@ class DeliveryWorker:
             if isinstance(outcome, _Delivered):
                 # Record this delivery and take the next one in one transaction (one commit per message).
                 take_next = None if self._stop.is_set() else dest.key
+                # Nothing more due: the lease goes back in the same commit (``_serve`` then skips it).
+                release = Release(self.owner, self._transport.limiter.state(dest.key), state["dm_channel_id"],
+                                  state["blocked_until"])
                 finished, following = await _persist(
                     self.run_store, self._queue.finish_and_start_next, work.delivery_id,
-                    sent=outcome.last_sent, key=take_next, render=self._render_inline)
+                    sent=outcome.last_sent, key=take_next, render=self._render_inline, release=release)
                 self._delivered(work, dest, finished)
+                state["released"] = finished.released
                 work = following
             elif not self._stop.is_set():
                 work = await self.run_store(self._queue.start_next, dest.key, self._render_inline)

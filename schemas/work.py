@@ -75,6 +75,17 @@ class Finished:
     result_created_at: datetime
     next_delivery: int | None = None
     skipped: list[int] = field(default_factory=list)
+    released: bool = False  # the destination had nothing more due: its lease went back in the same commit
+
+
+@dataclass(frozen=True)
+class Release:
+    """A destination's lease to give back, with what the next owner should know of it."""
+
+    owner: str
+    bucket: BucketState | None  # the rate-limit bucket as the last response left it
+    dm_channel_id: str | None = None
+    blocked_until: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +31,7 @@ from schemas.lifecycle import (
 )
 from schemas.messages import AttachmentRef, BucketState, Field, FilePart, MessagePlan, RenderInput
 from schemas.tables import Attachment, Delivery, DeliveryEvent, Destination, PlannedMessage, ProgressMessage, Result
-from schemas.work import ClaimedDestination, Finished, Renderer, StoredPlan, Work
+from schemas.work import ClaimedDestination, Finished, Release, Renderer, StoredPlan, Work
 from store.alerts import record_disabled, record_undelivered
 from store.errors import AttachmentMissing
 from store.results import read_range
@@ -112,17 +113,8 @@ class DeliveryQueue(Store):
     def release(self, owner: str, key: str, *, bucket: BucketState | None, dm_channel_id: str | None = None,
                 blocked_until: datetime | None = None) -> None:
         """Give a destination back, leaving its rate-limit knowledge for the next owner."""
-        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "updated_at": utcnow(),
-                                  "blocked_until": blocked_until}
-        if bucket is not None:
-            values.update(bucket=bucket.bucket, remaining=bucket.remaining,
-                          reset_at=datetime.fromtimestamp(bucket.reset_at, UTC) if bucket.reset_at else None)
-        if dm_channel_id:
-            values["dm_channel_id"] = dm_channel_id
         with self._session(write=True) as session:
-            session.execute(update(Destination).where(col(Destination.key) == key,
-                                                      col(Destination.lease_owner) == owner)
-                            .values(**values))
+            _release(session, key, Release(owner, bucket, dm_channel_id, blocked_until), utcnow())
 
     def release_all(self, owner: str) -> None:
         """Drop every lease this worker still holds (shutdown)."""
@@ -145,13 +137,27 @@ class DeliveryQueue(Store):
             return _start_next(session, key, utcnow(), render)
 
     def finish_and_start_next(self, delivery_id: int, *, sent: tuple[int, str] | None, key: str | None,
-                              render: Renderer | None = None) -> tuple[Finished, Work | None]:
-        """A delivery arrived: record it and take the destination's next one, in one transaction."""
+                              render: Renderer | None = None,
+                              release: Release | None = None) -> tuple[Finished, Work | None]:
+        """A delivery arrived: record it and take the destination's next one, in one transaction.
+
+        With ``release``, a destination that has nothing more due is given back in the same
+        transaction (``Finished.released``): after a burst, one commit per destination less, and
+        a result arriving then does not wait behind a queue of releases.
+        """
         now = utcnow()
         with self._session(write=True) as session:
             finished = _finish(session, delivery_id, delivered=True, sent=sent, now=now, postgres=self._postgres,
                                alerts=self.record_alerts)
-            return finished, (_start_next(session, key, now, render) if key is not None else None)
+            if key is not None and release is not None and not _holds(session, key, release.owner):
+                # Not ours any more (a retry after a commit whose answer was lost gave it back, or the
+                # lease expired and another worker took it): never start work on someone else's lease.
+                return replace(finished, released=True), None
+            following = _start_next(session, key, now, render) if key is not None else None
+            if key is not None and following is None and release is not None:
+                _release(session, key, release, now)
+                finished = replace(finished, released=True)
+            return finished, following
 
     def plans(self, delivery_id: int) -> list[StoredPlan]:
         """The stored plan of a delivery, in order."""
@@ -321,6 +327,26 @@ def _start_next(session: Session, key: str, now: datetime, render: Renderer | No
                 notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(session, r, d),
                 plans=tuple(plans), defect=defect, thread_id=d.thread_id or _progress_thread(session, r, d),
                 silent=bool(r.silent or d.target_json.get("silent")))
+
+
+def _holds(session: Session, key: str, owner: str) -> bool:
+    """Whether ``owner`` holds the lease of destination ``key``."""
+    return session.scalar(select(col(Destination.lease_owner)).where(col(Destination.key) == key)) == owner
+
+
+def _release(session: Session, key: str, release: Release, now: datetime) -> None:
+    """Give ``key`` back if ``release.owner`` still holds it, leaving its rate-limit knowledge behind."""
+    values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None, "updated_at": now,
+                              "blocked_until": release.blocked_until}
+    bucket = release.bucket
+    if bucket is not None:
+        values.update(bucket=bucket.bucket, remaining=bucket.remaining,
+                      reset_at=datetime.fromtimestamp(bucket.reset_at, UTC) if bucket.reset_at else None)
+    if release.dm_channel_id:
+        values["dm_channel_id"] = release.dm_channel_id
+    session.execute(update(Destination)
+                    .where(col(Destination.key) == key, col(Destination.lease_owner) == release.owner)
+                    .values(**values))
 
 
 def render_input(r: Result, atts: Sequence[Any]) -> RenderInput:

@@ -35,6 +35,50 @@ def test_a_destination_served_here_is_never_claimed_twice_even_after_its_lease_r
     assert again.key == dest.key and again.previous_owner is None
 
 
+def _lease_of(relay: Relay, key: str) -> tuple[str | None, str | None]:
+    with relay.runtime.db.engine.connect() as conn:
+        row = conn.execute(text("SELECT lease_owner, bucket FROM destinations WHERE key = :k"), {"k": key}).one()
+    return row[0], row[1]
+
+
+def test_the_last_delivery_of_a_destination_gives_its_lease_back_in_the_same_commit(
+        make_relay: Callable[..., Relay]) -> None:
+    from schemas.messages import BucketState
+    from schemas.work import Release
+
+    relay, queue = _queued(make_relay)
+    assert relay.post_result(result_payload(title="second")).status_code == 202
+    [dest] = queue.claim_destinations("w1", limit=5, lease_s=30)
+    release = Release("w1", BucketState(bucket="hook-bucket", remaining=3, reset_at=0.0))
+    first = queue.start_next(dest.key)
+    assert first is not None
+    finished, second = queue.finish_and_start_next(first.delivery_id, sent=None, key=dest.key, release=release)
+    assert second is not None and not finished.released  # more is due: the lease stays
+    assert _lease_of(relay, dest.key)[0] == "w1"
+    finished, nothing = queue.finish_and_start_next(second.delivery_id, sent=None, key=dest.key, release=release)
+    assert nothing is None and finished.released
+    assert _lease_of(relay, dest.key) == (None, "hook-bucket")  # given back, with what the bucket taught
+    assert [r["status"] for r in relay.client.get("/v1/results").json()["items"]] == ["delivered", "delivered"]
+
+
+def test_finishing_never_starts_work_on_a_lease_that_is_not_ours_any_more(make_relay: Callable[..., Relay]) -> None:
+    from schemas.work import Release
+
+    relay, queue = _queued(make_relay)
+    assert relay.post_result(result_payload(title="second")).status_code == 202
+    [dest] = queue.claim_destinations("w1", limit=5, lease_s=30)
+    first = queue.start_next(dest.key)
+    assert first is not None
+    with relay.runtime.db.engine.begin() as conn:  # the lease ran out and another worker took it
+        conn.execute(text("UPDATE destinations SET lease_owner = 'w2'"))
+    finished, following = queue.finish_and_start_next(first.delivery_id, sent=None, key=dest.key,
+                                                       release=Release("w1", None))
+    assert following is None and finished.released  # the delivery is recorded; the rest is w2's
+    assert _lease_of(relay, dest.key)[0] == "w2"
+    statuses = sorted(r["status"] for r in relay.client.get("/v1/results").json()["items"])
+    assert statuses == ["delivered", "pending"]
+
+
 def test_a_live_owners_lease_is_left_alone_and_a_dead_owners_is_taken_over(make_relay: Callable[..., Relay]) -> None:
     _, queue = _queued(make_relay)
     [dest] = queue.claim_destinations("old:1:aaaaaa:p", limit=5, lease_s=300)
