@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from schemas.messages import BucketState, MessagePlan
+from schemas.messages import MessagePlan
 from schemas.work import (
     ClaimedDestination,
     Finished,
@@ -51,8 +51,7 @@ class DeliveryStore(Protocol):
         """Extend this worker's leases (heartbeat)."""
         ...
 
-    def release(self, owner: str, key: str, *, bucket: BucketState | None, dm_channel_id: str | None = None,
-                blocked_until: datetime | None = None) -> None:
+    def release(self, key: str, release: Release) -> None:
         """Give a destination back, leaving its rate-limit knowledge for the next owner."""
         ...
 

@@ -179,7 +179,7 @@ class DeliveryWorker:
             return min(poll, 0.5)  # not published as alive: others could take what we claim
         dead, recheck = await self._dead_owners()
         claimed = await self.run_store(self._queue.claim_destinations, self.owner, limit=free,
-                                    lease_s=self._config.lease_s, exclude=list(self._active), dead_owners=dead)
+                                       lease_s=self._config.lease_s, exclude=list(self._active), dead_owners=dead)
         taken_over = sum(1 for d in claimed if d.previous_owner in dead)
         if taken_over:
             log.info("took over %d destinations of workers that are gone", taken_over,
@@ -277,12 +277,15 @@ class DeliveryWorker:
         finally:
             try:
                 if not state.get("released"):  # else given back with the last delivery's record
-                    await asyncio.shield(self.run_store(
-                        self._queue.release, self.owner, dest.key, bucket=self._transport.limiter.state(dest.key),
-                        dm_channel_id=state["dm_channel_id"], blocked_until=state["blocked_until"]))
+                    await asyncio.shield(self.run_store(self._queue.release, dest.key, self._release(dest, state)))
             except StoreUnavailable as exc:
                 log.warning("lease of %s not released (%s); this worker takes it back when the store returns",
                             dest.key, exc)
+
+    def _release(self, dest: ClaimedDestination, state: dict[str, Any]) -> Release:
+        """The lease of ``dest`` as this worker gives it back: with what its bucket and DM channel taught."""
+        return Release(self.owner, self._transport.limiter.state(dest.key), state["dm_channel_id"],
+                       state["blocked_until"])
 
     async def _serve_due(self, dest: ClaimedDestination, state: dict[str, Any]) -> None:
         work = await self.run_store(self._queue.start_next, dest.key, self._render_inline)
@@ -294,11 +297,10 @@ class DeliveryWorker:
                 # Record this delivery and take the next one in one transaction (one commit per message).
                 take_next = None if self._stop.is_set() else dest.key
                 # Nothing more due: the lease goes back in the same commit (``_serve`` then skips it).
-                release = Release(self.owner, self._transport.limiter.state(dest.key), state["dm_channel_id"],
-                                  state["blocked_until"])
                 finished, following = await _persist(
                     self.run_store, self._queue.finish_and_start_next, work.delivery_id,
-                    sent=outcome.last_sent, key=take_next, render=self._render_inline, release=release)
+                    sent=outcome.last_sent, key=take_next, render=self._render_inline,
+                    release=self._release(dest, state))
                 self._delivered(work, dest, finished)
                 state["released"] = finished.released
                 work = following
@@ -382,18 +384,18 @@ class DeliveryWorker:
             # destination is held, so its later results keep their order.
             at = datetime.fromtimestamp(exc.until, UTC)
             await self.run_store(self._queue.reschedule, delivery_id, at=at, status=None, code=None,
-                              message=exc.message, outcome="channel_paced", count_attempt=False,
-                              hold_destination=True)
+                                 message=exc.message, outcome="channel_paced", count_attempt=False,
+                                 hold_destination=True)
             state["blocked_until"] = at
             return False
         except CloudflareBanned as exc:
             at = utcnow() + timedelta(seconds=exc.retry_after)
             await self.run_store(self._queue.reschedule, delivery_id, at=at, status=429, code=None,
-                                    message=exc.message, outcome="rate_limited", count_attempt=False)
+                                 message=exc.message, outcome="rate_limited", count_attempt=False)
             return False
         except ShuttingDown as exc:  # nothing of this message is on the wire: it goes after the restart
             await self.run_store(self._queue.reschedule, delivery_id, at=utcnow(), status=None, code=None,
-                              message=exc.message, outcome="interrupted", count_attempt=False)
+                                 message=exc.message, outcome="interrupted", count_attempt=False)
             return False
         except Transient as exc:
             # A 5xx or a timeout is about the destination or Discord, not this result: the destination
@@ -450,11 +452,11 @@ class DeliveryWorker:
                                              f"{exc.message}", status=exc.status, code=exc.code), "failed")
             return True
         await self.run_store(self._queue.set_render_scale, work.delivery_id, scale,
-                                f"Discord answered {exc.status} ({exc.code}): re-rendered with files ≤ "
-                                f"{self._limits(scale).max_attachment_bytes} bytes")
+                             f"Discord answered {exc.status} ({exc.code}): re-rendered with files ≤ "
+                             f"{self._limits(scale).max_attachment_bytes} bytes")
         await self.run_store(self._queue.save_plans, work.delivery_id, rendered[len(sent):], start_seq=len(plans))
         await self.run_store(self._queue.reschedule, work.delivery_id, at=utcnow(), status=exc.status,
-                                code=exc.code, message=exc.message, outcome="rerendered", count_attempt=False)
+                             code=exc.code, message=exc.message, outcome="rerendered", count_attempt=False)
         return True
 
     def _retry_delay(self, work: Work) -> float:
@@ -473,7 +475,7 @@ class DeliveryWorker:
             return None
         at = utcnow() + timedelta(seconds=delay)
         await self.run_store(self._queue.reschedule, work.delivery_id, at=at, status=exc.status, code=exc.code,
-                          message=exc.message, hold_destination=True)
+                             message=exc.message, hold_destination=True)
         metrics.DELIVERIES.labels(kind=work.kind, outcome="retry_scheduled").inc()
         log.warning("delivery will be retried", extra={"result_id": work.result_id, "delivery_id": work.delivery_id,
                                                        "retry_in_s": round(delay, 1), "error": exc.message})
@@ -497,11 +499,11 @@ class DeliveryWorker:
             return
         at = utcnow() + timedelta(seconds=self._retry_delay(work))
         await self.run_store(self._queue.reschedule, work.delivery_id, at=at, status=None, code=None,
-                          message=reason, outcome="crashed")
+                             message=reason, outcome="crashed")
 
     async def _fail(self, work: Work, exc: Permanent, outcome: str) -> None:
         finished = await self.run_store(self._queue.finish, work.delivery_id, delivered=False, status=exc.status,
-                                           code=exc.code, message=exc.message, outcome=outcome)
+                                        code=exc.code, message=exc.message, outcome=outcome)
         metrics.DELIVERIES.labels(kind=work.kind, outcome=outcome).inc()
         if finished.result_status == "undelivered":
             metrics.UNDELIVERED.inc()

@@ -110,11 +110,10 @@ class DeliveryQueue(Store):
                                                       col(Destination.lease_owner) == owner)
                             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s)))
 
-    def release(self, owner: str, key: str, *, bucket: BucketState | None, dm_channel_id: str | None = None,
-                blocked_until: datetime | None = None) -> None:
+    def release(self, key: str, release: Release) -> None:
         """Give a destination back, leaving its rate-limit knowledge for the next owner."""
         with self._session(write=True) as session:
-            _release(session, key, Release(owner, bucket, dm_channel_id, blocked_until), utcnow())
+            _release(session, key, release, utcnow())
 
     def release_all(self, owner: str) -> None:
         """Drop every lease this worker still holds (shutdown)."""
