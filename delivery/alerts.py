@@ -128,7 +128,7 @@ class AlertLoop:
             log.error("operator alert webhook refused the digest (%s); %d alerts dropped", exc.message, len(ids))
             await asyncio.to_thread(self._store.mark, ids)
             return self._interval
-        await asyncio.to_thread(self._store.mark, ids)
+        await asyncio.to_thread(self._store.mark, ids, restart_window=True)
         metrics.ALERTS_SENT.inc()
         metrics.ALERT_EVENTS.inc(len(ids))
         return self._interval

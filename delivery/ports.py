@@ -187,6 +187,6 @@ class AlertStore(Protocol):
         """Seconds until the next digest may go."""
         ...
 
-    def mark(self, ids: Sequence[int]) -> None:
+    def mark(self, ids: Sequence[int], *, restart_window: bool = False) -> None:
         """These events went out (or can never go out): no digest carries them again."""
         ...

@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
-from sqlmodel import Session, col
+from sqlalchemy import Connection, insert, select, update
+from sqlmodel import col
 
-from schemas.tables import AlertEvent, ConfigEntry, Delivery, Destination, Result
+from schemas.tables import AlertEvent, ConfigEntry, Delivery, Destination
 from schemas.work import PendingAlert
-from store.session import Store, utcnow
+from store.session import Store, table_of, utcnow
 
 WINDOW_KEY = "alerts.window_started_at"
 MAX_EVENTS_READ = 500
@@ -41,8 +42,8 @@ class AlertStore(Store):
 
     def take_window(self, window_s: float) -> bool:
         """True when this replica may send the window's one digest (compare-and-set on the window start)."""
-        now = utcnow()
         with self._session(write=True) as session:
+            now = utcnow()  # read holding the write lock: a wait for it must not shorten the window
             session.execute(self._insert(ConfigEntry).values(key=WINDOW_KEY, value="0", updated_at=now)
                             .on_conflict_do_nothing(index_elements=["key"]))
             current = session.scalar(select(col(ConfigEntry.value)).where(col(ConfigEntry.key) == WINDOW_KEY))
@@ -59,16 +60,30 @@ class AlertStore(Store):
             current = session.scalar(select(col(ConfigEntry.value)).where(col(ConfigEntry.key) == WINDOW_KEY))
         return max(0.0, float(current or 0) + window_s - utcnow().timestamp())
 
-    def mark(self, ids: Sequence[int]) -> None:
-        """These events went out (or can never go out): no digest carries them again."""
+    def mark(self, ids: Sequence[int], *, restart_window: bool = False) -> None:
+        """These events went out (or can never go out): no digest carries them again.
+
+        ``restart_window``: the digest has just landed; the next window counts from now, not from
+        when this one was taken, so a slow send never brings two digests closer than the window.
+        """
         if ids:
             with self._session(write=True) as session:
-                session.execute(update(AlertEvent).where(col(AlertEvent.id).in_(list(ids))).values(sent_at=utcnow()))
+                now = utcnow()
+                session.execute(update(AlertEvent).where(col(AlertEvent.id).in_(list(ids))).values(sent_at=now))
+                if restart_window:
+                    session.execute(update(ConfigEntry).where(col(ConfigEntry.key) == WINDOW_KEY)
+                                    .values(value=repr(now.timestamp()), updated_at=now))
 
 
-def record_undelivered(session: Session, result: Result, now: datetime) -> None:
-    """Inside the transaction that made ``result`` undelivered: one alert naming why, per failed destination."""
-    failed = session.execute(
+_ALERTS = table_of(AlertEvent)
+
+
+def record_undelivered(conn: Connection, result: Any, now: datetime) -> None:
+    """Inside the transaction that made ``result`` undelivered: one alert naming why, per failed destination.
+
+    ``result`` is the result's row (its ``id``, ``generation``, ``title`` and ``tenant`` are read).
+    """
+    failed = conn.execute(
         select(col(Delivery.destination_key), col(Delivery.last_error_status), col(Delivery.last_error_code),
                col(Delivery.last_error_message))
         .where(col(Delivery.result_id) == result.id, col(Delivery.generation) == result.generation,
@@ -76,17 +91,18 @@ def record_undelivered(session: Session, result: Result, now: datetime) -> None:
     reasons = [f"{_destination_words(key)}: {_reason(status, code, message)}"
                for key, status, code, message in failed] or ["no destination took it"]
     title = (result.title or "(untitled)").strip().replace("\n", " ")[:120]
-    session.add(AlertEvent(
+    conn.execute(insert(_ALERTS).values(
         at=now, kind="undelivered", group_key=f"undelivered to {'; '.join(reasons)}"[:300],
         text=f"{title} · `{result.id}` · tenant {result.tenant}",
         detail_json={"result_id": result.id, "tenant": result.tenant, "reasons": reasons}))
 
 
-def record_disabled(session: Session, key: str, reason: str, now: datetime) -> None:
+def record_disabled(conn: Connection, key: str, reason: str, now: datetime) -> None:
     """Inside the transaction that disabled destination ``key``."""
-    tenant = session.scalar(select(col(Destination.tenant)).where(col(Destination.key) == key)) or "default"
-    session.add(AlertEvent(at=now, kind="disabled", group_key=f"destination disabled: {_destination_words(key)}"[:300],
-                           text=f"{reason} · tenant {tenant}", detail_json={"destination": key}))
+    tenant = conn.scalar(select(col(Destination.tenant)).where(col(Destination.key) == key)) or "default"
+    conn.execute(insert(_ALERTS).values(
+        at=now, kind="disabled", group_key=f"destination disabled: {_destination_words(key)}"[:300],
+        text=f"{reason} · tenant {tenant}", detail_json={"destination": key}))
 
 
 def _destination_words(key: str) -> str:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
-from sqlmodel import Session, col
+from sqlalchemy import Connection, select, update
+from sqlmodel import col
 
 from schemas.tables import ChannelPacer, Destination
 from schemas.work import ChannelInfo, PaceLimit, Slot
@@ -98,35 +98,35 @@ class ChannelStore(Store):
         the row is inserted only the first time a channel is paced.
         """
         now = utcnow()
-        with self._session(write=True) as session:
-            slots, blocked = self._pacer_state(session, channel_id, now)
+        with self._connection(write=True) as conn:
+            slots, blocked = self._pacer_state(conn, channel_id, now)
             slot, kept = reserve(slots, now=now.timestamp(), limit=limit,
                                  blocked_until=blocked.timestamp() if blocked else 0.0, max_wait=max_wait)
             if slot.reserved:
-                session.execute(_PACERS.update().where(_PACERS.c.channel_id == channel_id)
+                conn.execute(_PACERS.update().where(_PACERS.c.channel_id == channel_id)
                                 .values(slots_json=kept, updated_at=now))
             return slot
 
     def block_channel(self, channel_id: str, until: datetime) -> None:
         """A ``shared`` 429: nothing goes into the channel before ``until`` (never moved earlier)."""
         now = utcnow()
-        with self._session(write=True) as session:
-            _slots, blocked = self._pacer_state(session, channel_id, now)
+        with self._connection(write=True) as conn:
+            _slots, blocked = self._pacer_state(conn, channel_id, now)
             if blocked is None or blocked < until:
-                session.execute(_PACERS.update().where(_PACERS.c.channel_id == channel_id)
+                conn.execute(_PACERS.update().where(_PACERS.c.channel_id == channel_id)
                                 .values(blocked_until=until, updated_at=now))
 
-    def _pacer_state(self, session: Session, channel_id: str, now: datetime) -> tuple[list[float], datetime | None]:
+    def _pacer_state(self, conn: Connection, channel_id: str, now: datetime) -> tuple[list[float], datetime | None]:
         """The channel's reserved slots and block, its row created when missing and locked for this
         transaction (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction is exclusive already)."""
         query = select(_PACERS.c.slots_json, _PACERS.c.blocked_until).where(_PACERS.c.channel_id == channel_id)
         if self._postgres:
             query = query.with_for_update()
-        row = session.execute(query).first()
+        row = conn.execute(query).first()
         if row is None:
-            session.execute(self._insert(ChannelPacer).values(channel_id=channel_id, slots_json=[], updated_at=now)
-                            .on_conflict_do_nothing(index_elements=["channel_id"]))
-            row = session.execute(query).one()  # ours, or the one a concurrent first sender inserted
+            conn.execute(self._insert(_PACERS).values(channel_id=channel_id, slots_json=[], updated_at=now)
+                         .on_conflict_do_nothing(index_elements=["channel_id"]))
+            row = conn.execute(query).one()  # ours, or the one a concurrent first sender inserted
         return list(row.slots_json or []), as_utc(row.blocked_until)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, insert, or_, select
+from sqlalchemy import Connection, Select, delete, exists, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -253,7 +253,8 @@ class ResultStore(Store):
         """A pickup client took the result: ``picked_up``; deliveries not yet started are cancelled."""
         with self._db.session(write=True) as session:
             result = _get_result(session, result_id, tenant)
-            advance(session, load_route(session, result), Ack(), utcnow())
+            conn = session.connection()
+            advance(conn, load_route(conn, result), Ack(), utcnow())
         return self.get(result_id)
 
     def redeliver(self, result_id: str, *, targets: Sequence[Target] | None = None,
@@ -269,19 +270,21 @@ class ResultStore(Store):
         arrived, to the same destinations), else the same route resumed, keeping the sent-message
         marks so a resumed delivery never repeats a message Discord already holds."""
         now = utcnow()
-        rows = load_route(session, result)
+        session.flush()  # the route's statements run on the connection, below the ORM
+        conn = session.connection()
+        rows = load_route(conn, result)
         if targets is None and result.status in (ResultStatus.DELIVERED, ResultStatus.PICKED_UP):
             targets = [Target(key=d.destination_key, kind=d.kind, label="", stored=d.target_json, tenant=result.tenant)
                        for d in rows.deliveries]
         fresh = [t.of_tenant(result.tenant) for t in targets] if targets is not None else None
 
-        def add_generation(session: Session, result: Result, generation: NewGeneration) -> None:
+        def add_generation(generation: NewGeneration) -> None:
             assert fresh is not None
             self._add_deliveries(session, result.id, generation.generation, generation.deliveries, fresh, now)
             _add_viewers(session, result.id, viewers_of(fresh))
 
         event = Redeliver(len(fresh) if fresh is not None else None, mode)  # type: ignore[arg-type]
-        advance(session, rows, event, now, new_generation=add_generation)
+        advance(conn, rows, event, now, new_generation=add_generation)
 
     def redeliver_matching(self, flt: ResultFilter, *, limit: int = 1000) -> list[str]:
         """Bulk redelivery: every result matching the filter (up to ``limit``), in one transaction."""
@@ -493,7 +496,7 @@ def retention_cutoffs(now: datetime, delivered_s: float, undelivered_s: float) -
     return now - timedelta(seconds=delivered_s), now - timedelta(seconds=undelivered_s)
 
 
-def read_range(session: Session, result_id: str, index: int, offset: int, length: int) -> bytes | None:
+def read_range(session: Session | Connection, result_id: str, index: int, offset: int, length: int) -> bytes | None:
     """``length`` bytes of an attachment from ``offset``, cut in the database; None if it has no such file.
 
     The one read of attachment bytes, for downloads and for the delivery engine's multipart parts.

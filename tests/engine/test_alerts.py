@@ -156,6 +156,33 @@ def test_one_window_is_taken_by_one_replica_only(database_url: str) -> None:
             engine.dispose()
 
 
+def test_the_next_window_counts_from_when_the_digest_landed(database_url: str) -> None:
+    """A digest whose send was slow must not bring the next one closer than the window at Discord."""
+    import time
+
+    from sqlalchemy import create_engine
+
+    from store.alerts import AlertStore
+    from store.engine import migrate
+    from store.session import Database
+
+    engine = create_engine(database_url)
+    try:
+        migrate(engine)
+        store = AlertStore(Database(engine))
+        assert store.take_window(0.5) is True
+        time.sleep(0.3)  # the digest's send takes this long
+        store.add("ban_started", "Cloudflare ban", "paused")
+        store.mark([e.id for e in store.pending()])  # dropped, not landed: the window stays where it was
+        assert store.window_left(0.5) < 0.25
+        store.add("ban_ended", "Cloudflare ban over", "resumed")
+        store.mark([e.id for e in store.pending()], restart_window=True)  # landed now
+        assert store.window_left(0.5) > 0.4
+        assert store.take_window(0.5) is False
+    finally:
+        engine.dispose()
+
+
 def test_an_alert_webhook_that_is_not_a_webhook_refuses_to_start() -> None:
     import pytest
     from pydantic import ValidationError
