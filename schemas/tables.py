@@ -169,7 +169,7 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         Index("ix_deliveries_due", "status", "next_attempt_at"),
         Index("ix_deliveries_result", "result_id", "generation", "position"),
-        Index("ix_deliveries_destination", "destination_key", "status"),
+        Index("ix_deliveries_destination_next", "destination_key", "status", "created_at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

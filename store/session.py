@@ -16,6 +16,8 @@ from sqlalchemy import Connection, Engine, Select, Table, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlmodel import Session, SQLModel
 
 from schemas.clock import as_utc as as_utc  # re-exported: the store's own spelling
@@ -159,3 +161,30 @@ class Store:
     def _connection(self, *, write: bool = False) -> AbstractContextManager[Connection]:
         """One transaction of ``Database.connection`` (Core statements only)."""
         return self._db.connection(write=write)
+
+
+class unindexed(FunctionElement[Any]):  # noqa: N801 - reads as a SQL function in a query
+    """``column`` as a filter SQLite's planner must not pick an index for (``+column`` there).
+
+    SQLite chooses an index by the shape of the WHERE clause, not by how many rows each would
+    read: given ``status = ? AND next_attempt_at <= ?`` it prefers the index on those two columns
+    over one that pins the destination and yields the order wanted. The unary ``+`` (a no-op on
+    any value) takes the range off its menu; other databases get the column unchanged.
+    """
+
+    inherit_cache = True
+    name = "unindexed"
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.clauses, **kw))

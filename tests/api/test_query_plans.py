@@ -79,3 +79,19 @@ def test_the_next_page_walks_the_same_index(relay: Relay) -> None:
     plan = _plan(relay, *_listing_sql(relay, flt, cursor=cursor))
     assert INDEX in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
+
+
+def test_the_next_delivery_of_a_destination_is_one_index_range_in_order(relay: Relay) -> None:
+    """Once per message sent: it must cost one destination's queue, never the whole queue's (sorted)."""
+    for i in range(3):
+        assert relay.post_result(result_payload(workflow_id=f"wf-{i}")).status_code == 202
+    with relay.runtime.db.engine.connect() as conn:
+        [key] = conn.execute(text("SELECT DISTINCT destination_key FROM deliveries")).scalars().all()
+    with captured(relay.runtime.db.engine) as seen:
+        work = relay.runtime.deliveries.start_next(key)
+    assert work is not None
+    [(statement, parameters)] = [(s, p) for s, p in seen if "FROM deliveries" in s and "ORDER BY" in s
+                                 and "LIMIT" in s]
+    plan = _plan(relay, statement, parameters)
+    assert "ix_deliveries_destination_next" in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
