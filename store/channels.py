@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlmodel import col
 
 from schemas.tables import ChannelPacer, Destination
@@ -103,8 +103,7 @@ class ChannelStore(Store):
             slot, kept = reserve(slots, now=now.timestamp(), limit=limit,
                                  blocked_until=blocked.timestamp() if blocked else 0.0, max_wait=max_wait)
             if slot.reserved:
-                conn.execute(_PACERS.update().where(_PACERS.c.channel_id == channel_id)
-                                .values(slots_json=kept, updated_at=now))
+                conn.execute(_UPDATE_PACER, {"b_channel": channel_id, "slots_json": kept, "updated_at": now})
             return slot
 
     def block_channel(self, channel_id: str, until: datetime) -> None:
@@ -113,21 +112,23 @@ class ChannelStore(Store):
         with self._connection(write=True) as conn:
             _slots, blocked = self._pacer_state(conn, channel_id, now)
             if blocked is None or blocked < until:
-                conn.execute(_PACERS.update().where(_PACERS.c.channel_id == channel_id)
-                                .values(blocked_until=until, updated_at=now))
+                conn.execute(_UPDATE_PACER, {"b_channel": channel_id, "blocked_until": until, "updated_at": now})
 
     def _pacer_state(self, conn: Connection, channel_id: str, now: datetime) -> tuple[list[float], datetime | None]:
         """The channel's reserved slots and block, its row created when missing and locked for this
         transaction (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction is exclusive already)."""
-        query = select(_PACERS.c.slots_json, _PACERS.c.blocked_until).where(_PACERS.c.channel_id == channel_id)
-        if self._postgres:
-            query = query.with_for_update()
-        row = conn.execute(query).first()
+        query = _PACER_LOCKED if self._postgres else _PACER
+        row = conn.execute(query, {"b_channel": channel_id}).first()
         if row is None:
             conn.execute(self._insert(_PACERS).values(channel_id=channel_id, slots_json=[], updated_at=now)
                          .on_conflict_do_nothing(index_elements=["channel_id"]))
-            row = conn.execute(query).one()  # ours, or the one a concurrent first sender inserted
+            # Ours, or the one a concurrent first sender inserted.
+            row = conn.execute(query, {"b_channel": channel_id}).one()
         return list(row.slots_json or []), as_utc(row.blocked_until)
 
 
 _PACERS = table_of(ChannelPacer)
+# Built once: the pacer runs before every paced message (see store.route on why).
+_PACER = select(_PACERS.c.slots_json, _PACERS.c.blocked_until).where(_PACERS.c.channel_id == bindparam("b_channel"))
+_PACER_LOCKED = _PACER.with_for_update()
+_UPDATE_PACER = _PACERS.update().where(_PACERS.c.channel_id == bindparam("b_channel"))

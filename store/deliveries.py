@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 
 from schemas.lifecycle import (
     Delivered,
@@ -39,7 +39,7 @@ from schemas.work import ClaimedDestination, Finished, Release, Renderer, Stored
 from store.alerts import record_disabled, record_undelivered
 from store.errors import AttachmentMissing
 from store.results import read_range
-from store.route import DELIVERIES, EVENTS, PROGRESS, RESULTS, apply_writes, load_route
+from store.route import DELIVERIES, EVENTS, INSERT_EVENT, PROGRESS, RESULTS, UPDATE_DELIVERY, apply_writes, load_route
 from store.session import Store, as_utc, table_of, unindexed, utcnow
 
 DESTINATIONS = table_of(Destination)
@@ -272,8 +272,8 @@ class DeliveryQueue(Store):
 def _event(conn: Connection, delivery_id: int, at: datetime, outcome: str, *, http_status: int | None = None,
            discord_code: int | None = None, message: str | None = None, retry_at: datetime | None = None) -> None:
     """One line of a delivery's timeline."""
-    conn.execute(insert(EVENTS).values(delivery_id=delivery_id, at=at, outcome=outcome, http_status=http_status,
-                                       discord_code=discord_code, message=message, retry_at=retry_at))
+    conn.execute(INSERT_EVENT, {"delivery_id": delivery_id, "at": at, "outcome": outcome, "http_status": http_status,
+                                "discord_code": discord_code, "message": message, "retry_at": retry_at})
 
 
 def _insert_plans(conn: Connection, delivery_id: int, plans: Sequence[MessagePlan],
@@ -284,26 +284,46 @@ def _insert_plans(conn: Connection, delivery_id: int, plans: Sequence[MessagePla
     rows: list[dict[str, Any]] = [{"delivery_id": delivery_id, "seq": start_seq + offset, "payload_json": plan.payload,
              "files_json": [_file_to_json(f) for f in plan.files], "nonce": secrets.token_hex(12)}
             for offset, plan in enumerate(plans)]
-    ids = conn.execute(insert(PLANS).returning(PLANS.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    ids = conn.execute(_INSERT_PLANS, rows).scalars().all()
     return [StoredPlan(id=plan_id, seq=row["seq"], plan=plan, nonce=row["nonce"], message_id=None)
             for plan_id, row, plan in zip(ids, rows, plans, strict=True)]
 
 
-_NEXT_COLUMNS = (DELIVERIES.c.id, DELIVERIES.c.result_id, DELIVERIES.c.generation, DELIVERIES.c.position,
-                 DELIVERIES.c.destination_key, DELIVERIES.c.kind, DELIVERIES.c.target_json, DELIVERIES.c.attempts,
-                 DELIVERIES.c.render_scale, DELIVERIES.c.first_attempt_at, DELIVERIES.c.thread_id,
-                 DELIVERIES.c.notice_sent_at)
+# The statements of every message sent, built once (see store.route on why).
+_NEXT = (
+    select(DELIVERIES.c.id, DELIVERIES.c.result_id, DELIVERIES.c.generation, DELIVERIES.c.position,
+           DELIVERIES.c.destination_key, DELIVERIES.c.kind, DELIVERIES.c.target_json, DELIVERIES.c.attempts,
+           DELIVERIES.c.render_scale, DELIVERIES.c.first_attempt_at, DELIVERIES.c.thread_id,
+           DELIVERIES.c.notice_sent_at)
+    # One range of ix_deliveries_destination_next, in order (``unindexed``: SQLite would pick ix_deliveries_due).
+    .where(DELIVERIES.c.destination_key == bindparam("b_key"), DELIVERIES.c.status == "pending",
+           unindexed(DELIVERIES.c.next_attempt_at) <= bindparam("b_now"))
+    .order_by(DELIVERIES.c.created_at, DELIVERIES.c.id).limit(1))
+_RESULT = select(RESULTS).where(RESULTS.c.id == bindparam("b_id"))
+_ATTACHMENTS = (select(ATTACHMENTS.c.idx, ATTACHMENTS.c.filename, ATTACHMENTS.c.content_type, ATTACHMENTS.c.size,
+                       ATTACHMENTS.c.sha256).where(ATTACHMENTS.c.result_id == bindparam("b_id"))
+                .order_by(ATTACHMENTS.c.idx))
+_PLANS = select(PLANS).where(PLANS.c.delivery_id == bindparam("b_id")).order_by(PLANS.c.seq)
+_INSERT_PLANS = insert(PLANS).returning(PLANS.c.id, sort_by_parameter_order=True)
+_MARK_SENT = update(PLANS).where(PLANS.c.id == bindparam("b_id"))
+_FINISHING = select(DELIVERIES.c.result_id, DELIVERIES.c.generation, DELIVERIES.c.position).where(
+    DELIVERIES.c.id == bindparam("b_id"))
+_FINISHING_RESULT = select(RESULTS.c.id, RESULTS.c.status, RESULTS.c.mode, RESULTS.c.generation,
+                           RESULTS.c.workflow_id, RESULTS.c.created_at, RESULTS.c.title,
+                           RESULTS.c.tenant).where(RESULTS.c.id == bindparam("b_id"))
+_FINISHING_RESULT_LOCKED = _FINISHING_RESULT.with_for_update()
+_LEASE_OWNER = select(DESTINATIONS.c.lease_owner).where(DESTINATIONS.c.key == bindparam("b_key"))
+_RELEASE = update(DESTINATIONS).where(DESTINATIONS.c.key == bindparam("b_key"),
+                                      DESTINATIONS.c.lease_owner == bindparam("b_owner"))
+_PROGRESS_STATE = select(PROGRESS.c.state_json).where(PROGRESS.c.workflow_id == bindparam("b_workflow"),
+                                                      PROGRESS.c.destination_key == bindparam("b_key"))
 
 
 def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | None) -> Work | None:
-    d = conn.execute(
-        # One range of ix_deliveries_destination_next, in order (``unindexed``: SQLite would pick ix_deliveries_due).
-        select(*_NEXT_COLUMNS).where(DELIVERIES.c.destination_key == key, DELIVERIES.c.status == "pending",
-                                     unindexed(DELIVERIES.c.next_attempt_at) <= now)
-        .order_by(DELIVERIES.c.created_at, DELIVERIES.c.id).limit(1)).first()
+    d = conn.execute(_NEXT, {"b_key": key, "b_now": now}).first()
     if d is None:
         return None
-    r = conn.execute(select(RESULTS).where(RESULTS.c.id == d.result_id)).first()
+    r = conn.execute(_RESULT, {"b_id": d.result_id}).first()
     if r is None:
         raise LookupError(d.result_id)
     stale = None
@@ -318,9 +338,7 @@ def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | No
         apply_writes(conn, rows, transition(rows.route, Start(d.position)).writes, now)
         following = next((s.kind for s in rows.deliveries[d.position + 1:]), None)
         attempts, first_attempt_at = attempts + 1, first_attempt_at or now  # what the writes just stored
-    atts = conn.execute(
-        select(ATTACHMENTS.c.idx, ATTACHMENTS.c.filename, ATTACHMENTS.c.content_type, ATTACHMENTS.c.size,
-               ATTACHMENTS.c.sha256).where(ATTACHMENTS.c.result_id == r.id).order_by(ATTACHMENTS.c.idx)).all()
+    atts = conn.execute(_ATTACHMENTS, {"b_id": r.id}).all()
     defect = None
     try:
         result = render_input(r, atts)
@@ -346,7 +364,7 @@ def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | No
 
 def _holds(conn: Connection, key: str, owner: str) -> bool:
     """Whether ``owner`` holds the lease of destination ``key``."""
-    return conn.scalar(select(DESTINATIONS.c.lease_owner).where(DESTINATIONS.c.key == key)) == owner
+    return conn.scalar(_LEASE_OWNER, {"b_key": key}) == owner
 
 
 def _release(conn: Connection, key: str, release: Release, now: datetime) -> None:
@@ -359,9 +377,7 @@ def _release(conn: Connection, key: str, release: Release, now: datetime) -> Non
                       reset_at=datetime.fromtimestamp(bucket.reset_at, UTC) if bucket.reset_at else None)
     if release.dm_channel_id:
         values["dm_channel_id"] = release.dm_channel_id
-    conn.execute(update(DESTINATIONS)
-                 .where(DESTINATIONS.c.key == key, DESTINATIONS.c.lease_owner == release.owner)
-                 .values(**values))
+    conn.execute(_RELEASE, {"b_key": key, "b_owner": release.owner, **values})
 
 
 def render_input(r: Any, atts: Sequence[Any]) -> RenderInput:
@@ -383,18 +399,15 @@ def _finish(conn: Connection, delivery_id: int, *, delivered: bool, now: datetim
     ended = DeliveryStatus.DELIVERED if delivered else DeliveryStatus.FAILED
     events = []
     if sent is not None:
-        conn.execute(update(PLANS).where(PLANS.c.id == sent[0]).values(message_id=sent[1], sent_at=now))
+        conn.execute(_MARK_SENT, {"b_id": sent[0], "message_id": sent[1], "sent_at": now})
         events.append(_event_row(delivery_id, now, "sent", message=f"message {sent[1]}"))
     events.append(_event_row(delivery_id, now, outcome or ended.value, http_status=status, discord_code=code,
                              message=message))
-    conn.execute(insert(EVENTS), events)
-    d = conn.execute(select(DELIVERIES.c.result_id, DELIVERIES.c.generation, DELIVERIES.c.position)
-                     .where(DELIVERIES.c.id == delivery_id)).one()
+    conn.execute(INSERT_EVENT, events)
+    d = conn.execute(_FINISHING, {"b_id": delivery_id}).one()
     # Lock the result first: two destinations of a mode-"all" result finishing at once must
     # see each other's outcome, or neither would declare the result finished (PostgreSQL).
-    query = select(RESULTS.c.id, RESULTS.c.status, RESULTS.c.mode, RESULTS.c.generation, RESULTS.c.workflow_id,
-                   RESULTS.c.created_at, RESULTS.c.title, RESULTS.c.tenant).where(RESULTS.c.id == d.result_id)
-    r = conn.execute(query.with_for_update() if postgres else query).one()
+    r = conn.execute(_FINISHING_RESULT_LOCKED if postgres else _FINISHING_RESULT, {"b_id": d.result_id}).one()
     own: dict[str, Any] = {"next_attempt_at": None, "updated_at": now}
     if delivered:
         own["delivered_at"] = now
@@ -425,7 +438,7 @@ def _finish(conn: Connection, delivery_id: int, *, delivered: bool, now: datetim
 
 
 def _update_delivery(conn: Connection, delivery_id: int, values: dict[str, Any]) -> None:
-    conn.execute(update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(**values))
+    conn.execute(UPDATE_DELIVERY, {"b_id": delivery_id, **values})
 
 
 def _event_row(delivery_id: int, at: datetime, outcome: str, *, http_status: int | None = None,
@@ -435,19 +448,18 @@ def _event_row(delivery_id: int, at: datetime, outcome: str, *, http_status: int
 
 
 def _record_sent(conn: Connection, delivery_id: int, plan_id: int, message_id: str, now: datetime) -> None:
-    conn.execute(update(PLANS).where(PLANS.c.id == plan_id).values(message_id=message_id, sent_at=now))
+    conn.execute(_MARK_SENT, {"b_id": plan_id, "message_id": message_id, "sent_at": now})
     _event(conn, delivery_id, now, "sent", message=f"message {message_id}")
 
 
 def _stored_plans(conn: Connection, delivery_id: int) -> list[StoredPlan]:
-    rows = conn.execute(select(PLANS).where(PLANS.c.delivery_id == delivery_id).order_by(PLANS.c.seq)).all()
+    rows = conn.execute(_PLANS, {"b_id": delivery_id}).all()
     return [StoredPlan(id=r.id, seq=r.seq, plan=_plan_from_row(r), nonce=r.nonce, message_id=r.message_id)
             for r in rows]
 
 
 def _progress_state(conn: Connection, workflow_id: str, destination_key: str) -> dict[str, Any] | None:
-    state: dict[str, Any] | None = conn.scalar(select(PROGRESS.c.state_json).where(
-        PROGRESS.c.workflow_id == workflow_id, PROGRESS.c.destination_key == destination_key))
+    state: dict[str, Any] | None = conn.scalar(_PROGRESS_STATE, {"b_workflow": workflow_id, "b_key": destination_key})
     return state
 
 
