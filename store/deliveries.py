@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, exists, func, insert, or_, select, update
 
 from schemas.lifecycle import (
     Delivered,
@@ -148,11 +148,10 @@ class DeliveryQueue(Store):
         with self._connection(write=True) as conn:
             finished = _finish(conn, delivery_id, delivered=True, sent=sent, now=now, postgres=self._postgres,
                                alerts=self.record_alerts)
-            if key is not None and release is not None and not _holds(conn, key, release.owner):
-                # Not ours any more (a retry after a commit whose answer was lost gave it back, or the
-                # lease expired and another worker took it): never start work on someone else's lease.
-                return replace(finished, released=True), None
-            following = _start_next(conn, key, now, render) if key is not None else None
+            # With ``release``, only while the lease is still ours: a retry after a commit whose answer
+            # was lost gave it back, or it expired and another worker took it (then the release below,
+            # conditional on the owner, changes nothing either).
+            following = _start_next(conn, key, now, render, release.owner if release else None) if key else None
             if key is not None and following is None and release is not None:
                 _release(conn, key, release, now)
                 finished = replace(finished, released=True)
@@ -290,41 +289,50 @@ def _insert_plans(conn: Connection, delivery_id: int, plans: Sequence[MessagePla
 
 
 # The statements of every message sent, built once (see store.route on why).
+# The next due delivery of a destination (its columns named ``d_*``) with its result's row, in one
+# statement; outer, so a delivery whose result is gone is an error, not a destination claimed forever.
 _NEXT = (
-    select(DELIVERIES.c.id, DELIVERIES.c.result_id, DELIVERIES.c.generation, DELIVERIES.c.position,
-           DELIVERIES.c.destination_key, DELIVERIES.c.kind, DELIVERIES.c.target_json, DELIVERIES.c.attempts,
-           DELIVERIES.c.render_scale, DELIVERIES.c.first_attempt_at, DELIVERIES.c.thread_id,
-           DELIVERIES.c.notice_sent_at)
+    select(*(DELIVERIES.c[name].label(f"d_{name}") for name in (
+        "id", "result_id", "generation", "position", "destination_key", "kind", "target_json", "attempts",
+        "render_scale", "first_attempt_at", "thread_id", "notice_sent_at")), RESULTS)
+    .select_from(DELIVERIES.outerjoin(RESULTS, RESULTS.c.id == DELIVERIES.c.result_id))
     # One range of ix_deliveries_destination_next, in order (``unindexed``: SQLite would pick ix_deliveries_due).
     .where(DELIVERIES.c.destination_key == bindparam("b_key"), DELIVERIES.c.status == "pending",
            unindexed(DELIVERIES.c.next_attempt_at) <= bindparam("b_now"))
     .order_by(DELIVERIES.c.created_at, DELIVERIES.c.id).limit(1))
-_RESULT = select(RESULTS).where(RESULTS.c.id == bindparam("b_id"))
+# The same, only while ``b_owner`` holds the destination's lease (never start work on someone else's).
+_NEXT_HELD = _NEXT.where(exists().where(DESTINATIONS.c.key == bindparam("b_key"),
+                                        DESTINATIONS.c.lease_owner == bindparam("b_owner")))
 _ATTACHMENTS = (select(ATTACHMENTS.c.idx, ATTACHMENTS.c.filename, ATTACHMENTS.c.content_type, ATTACHMENTS.c.size,
                        ATTACHMENTS.c.sha256).where(ATTACHMENTS.c.result_id == bindparam("b_id"))
                 .order_by(ATTACHMENTS.c.idx))
 _PLANS = select(PLANS).where(PLANS.c.delivery_id == bindparam("b_id")).order_by(PLANS.c.seq)
 _INSERT_PLANS = insert(PLANS).returning(PLANS.c.id, sort_by_parameter_order=True)
 _MARK_SENT = update(PLANS).where(PLANS.c.id == bindparam("b_id"))
-_FINISHING = select(DELIVERIES.c.result_id, DELIVERIES.c.generation, DELIVERIES.c.position).where(
-    DELIVERIES.c.id == bindparam("b_id"))
-_FINISHING_RESULT = select(RESULTS.c.id, RESULTS.c.status, RESULTS.c.mode, RESULTS.c.generation,
-                           RESULTS.c.workflow_id, RESULTS.c.created_at, RESULTS.c.title,
-                           RESULTS.c.tenant).where(RESULTS.c.id == bindparam("b_id"))
-_FINISHING_RESULT_LOCKED = _FINISHING_RESULT.with_for_update()
-_LEASE_OWNER = select(DESTINATIONS.c.lease_owner).where(DESTINATIONS.c.key == bindparam("b_key"))
+# A finishing delivery's place in its route, with its result's row (locked on PostgreSQL).
+_FINISHING = (select(DELIVERIES.c.generation.label("d_generation"), DELIVERIES.c.position.label("d_position"),
+                     RESULTS.c.id, RESULTS.c.status, RESULTS.c.mode, RESULTS.c.generation, RESULTS.c.workflow_id,
+                     RESULTS.c.created_at, RESULTS.c.title, RESULTS.c.tenant)
+              .select_from(DELIVERIES.join(RESULTS, RESULTS.c.id == DELIVERIES.c.result_id))
+              .where(DELIVERIES.c.id == bindparam("b_id")))
+_FINISHING_LOCKED = _FINISHING.with_for_update(of=RESULTS)
 _RELEASE = update(DESTINATIONS).where(DESTINATIONS.c.key == bindparam("b_key"),
                                       DESTINATIONS.c.lease_owner == bindparam("b_owner"))
 _PROGRESS_STATE = select(PROGRESS.c.state_json).where(PROGRESS.c.workflow_id == bindparam("b_workflow"),
                                                       PROGRESS.c.destination_key == bindparam("b_key"))
 
 
-def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | None) -> Work | None:
-    d = conn.execute(_NEXT, {"b_key": key, "b_now": now}).first()
-    if d is None:
-        return None
-    r = conn.execute(_RESULT, {"b_id": d.result_id}).first()
+def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | None,
+                owner: str | None = None) -> Work | None:
+    """The destination's next due delivery, started; None when nothing is due (or, with ``owner``,
+    when ``owner`` does not hold the destination's lease)."""
+    query, params = (_NEXT, {"b_key": key, "b_now": now}) if owner is None else (
+        _NEXT_HELD, {"b_key": key, "b_now": now, "b_owner": owner})
+    r = conn.execute(query, params).first()  # the result's row, the delivery's columns as ``d_*``
     if r is None:
+        return None
+    d = _Delivery(r)
+    if r.id is None:
         raise LookupError(d.result_id)
     stale = None
     following = None
@@ -362,9 +370,16 @@ def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | No
                 silent=bool(r.silent or target.get("silent")))
 
 
-def _holds(conn: Connection, key: str, owner: str) -> bool:
-    """Whether ``owner`` holds the lease of destination ``key``."""
-    return conn.scalar(_LEASE_OWNER, {"b_key": key}) == owner
+class _Delivery:
+    """The ``d_*`` columns of a ``_NEXT`` row, by their own names."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, f"d_{name}")
 
 
 def _release(conn: Connection, key: str, release: Release, now: datetime) -> None:
@@ -404,10 +419,10 @@ def _finish(conn: Connection, delivery_id: int, *, delivered: bool, now: datetim
     events.append(_event_row(delivery_id, now, outcome or ended.value, http_status=status, discord_code=code,
                              message=message))
     conn.execute(INSERT_EVENT, events)
-    d = conn.execute(_FINISHING, {"b_id": delivery_id}).one()
     # Lock the result first: two destinations of a mode-"all" result finishing at once must
     # see each other's outcome, or neither would declare the result finished (PostgreSQL).
-    r = conn.execute(_FINISHING_RESULT_LOCKED if postgres else _FINISHING_RESULT, {"b_id": d.result_id}).one()
+    r = conn.execute(_FINISHING_LOCKED if postgres else _FINISHING, {"b_id": delivery_id}).one()
+    d = _Delivery(r)
     own: dict[str, Any] = {"next_attempt_at": None, "updated_at": now}
     if delivered:
         own["delivered_at"] = now
