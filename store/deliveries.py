@@ -31,7 +31,6 @@ from schemas.lifecycle import (
     ResultStatus,
     SetDelivery,
     Start,
-    transition,
 )
 from schemas.messages import AttachmentRef, BucketState, Field, FilePart, MessagePlan, RenderInput
 from schemas.tables import Attachment, Destination, PlannedMessage
@@ -39,7 +38,7 @@ from schemas.work import ClaimedDestination, Finished, Release, Renderer, Stored
 from store.alerts import record_disabled, record_undelivered
 from store.errors import AttachmentMissing
 from store.results import read_range
-from store.route import DELIVERIES, EVENTS, INSERT_EVENT, PROGRESS, RESULTS, UPDATE_DELIVERY, apply_writes, load_route
+from store.route import DELIVERIES, EVENTS, INSERT_EVENT, PROGRESS, RESULTS, UPDATE_DELIVERY, advance, load_route
 from store.session import Store, as_utc, table_of, unindexed, utcnow
 
 DESTINATIONS = table_of(Destination)
@@ -172,18 +171,18 @@ class DeliveryQueue(Store):
     def mark_sent(self, plan_id: int, message_id: str, delivery_id: int) -> None:
         """Discord holds this message: commit its id before the next message is sent."""
         with self._connection(write=True) as conn:
-            _record_sent(conn, delivery_id, plan_id, message_id, utcnow())
+            conn.execute(INSERT_EVENT, _record_sent(conn, delivery_id, plan_id, message_id, utcnow()))
 
     def set_thread(self, delivery_id: int, thread_id: str) -> None:
         """The forum post this delivery's first message created: later messages and retries go there."""
         with self._connection(write=True) as conn:
-            conn.execute(update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(thread_id=thread_id))
+            _update_delivery(conn, delivery_id, {"thread_id": thread_id})
             _event(conn, delivery_id, utcnow(), "thread_created", message=f"forum post {thread_id}")
 
     def set_render_scale(self, delivery_id: int, scale: int, note: str) -> None:
         """Remember that this delivery renders smaller (after a 413)."""
         with self._connection(write=True) as conn:
-            conn.execute(update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(render_scale=scale))
+            _update_delivery(conn, delivery_id, {"render_scale": scale})
             _event(conn, delivery_id, utcnow(), "rerendered", message=note)
 
     def read_attachment(self, result_id: str, index: int, offset: int, length: int) -> bytes:
@@ -248,15 +247,14 @@ class DeliveryQueue(Store):
         """The hand-off notice for this interaction delivery went out (never twice)."""
         now = utcnow()
         with self._connection(write=True) as conn:
-            conn.execute(update(DELIVERIES).where(DELIVERIES.c.id == delivery_id).values(notice_sent_at=now))
+            _update_delivery(conn, delivery_id, {"notice_sent_at": now})
             _event(conn, delivery_id, now, "handoff_notice", message="told the user where the result will arrive")
 
     def cancel(self, delivery_id: int, reason: str) -> None:
         """Stop a delivery that must not be sent any more (its result was acknowledged or superseded)."""
         now = utcnow()
         with self._connection(write=True) as conn:
-            conn.execute(update(DELIVERIES).where(DELIVERIES.c.id == delivery_id)
-                         .values(status="cancelled", next_attempt_at=None, updated_at=now))
+            _update_delivery(conn, delivery_id, {"status": "cancelled", "next_attempt_at": None, "updated_at": now})
             _event(conn, delivery_id, now, "skipped", message=reason)
 
     def queue_stats(self) -> tuple[int, float]:
@@ -271,8 +269,8 @@ class DeliveryQueue(Store):
 def _event(conn: Connection, delivery_id: int, at: datetime, outcome: str, *, http_status: int | None = None,
            discord_code: int | None = None, message: str | None = None, retry_at: datetime | None = None) -> None:
     """One line of a delivery's timeline."""
-    conn.execute(INSERT_EVENT, {"delivery_id": delivery_id, "at": at, "outcome": outcome, "http_status": http_status,
-                                "discord_code": discord_code, "message": message, "retry_at": retry_at})
+    conn.execute(INSERT_EVENT, _event_row(delivery_id, at, outcome, http_status=http_status,
+                                          discord_code=discord_code, message=message, retry_at=retry_at))
 
 
 def _insert_plans(conn: Connection, delivery_id: int, plans: Sequence[MessagePlan],
@@ -343,7 +341,7 @@ def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | No
         stale = "superseded by a redelivery"
     else:
         rows = load_route(conn, r)
-        apply_writes(conn, rows, transition(rows.route, Start(d.position)).writes, now)
+        advance(conn, rows, Start(d.position), now)
         following = next((s.kind for s in rows.deliveries[d.position + 1:]), None)
         attempts, first_attempt_at = attempts + 1, first_attempt_at or now  # what the writes just stored
     atts = conn.execute(_ATTACHMENTS, {"b_id": r.id}).all()
@@ -412,10 +410,7 @@ def _finish(conn: Connection, delivery_id: int, *, delivered: bool, now: datetim
             status: int | None = None, code: int | None = None, message: str | None = None,
             outcome: str | None = None, sent: tuple[int, str] | None = None, alerts: bool = False) -> Finished:
     ended = DeliveryStatus.DELIVERED if delivered else DeliveryStatus.FAILED
-    events = []
-    if sent is not None:
-        conn.execute(_MARK_SENT, {"b_id": sent[0], "message_id": sent[1], "sent_at": now})
-        events.append(_event_row(delivery_id, now, "sent", message=f"message {sent[1]}"))
+    events = [] if sent is None else [_record_sent(conn, delivery_id, sent[0], sent[1], now)]
     events.append(_event_row(delivery_id, now, outcome or ended.value, http_status=status, discord_code=code,
                              message=message))
     conn.execute(INSERT_EVENT, events)
@@ -436,12 +431,12 @@ def _finish(conn: Connection, delivery_id: int, *, delivered: bool, now: datetim
     rows = load_route(conn, r)
     event = Delivered(d.position) if delivered else PermanentFailure(d.position)
     try:
-        done = transition(rows.route, event)
+        done = advance(conn, rows, event, now, also={d.position: own})
     except InvalidTransition:
-        # Already ended (a lease taken over while this attempt was on the wire): the first word stands.
+        # Already ended (a lease taken over while this attempt was on the wire; nothing was written):
+        # the first word stands.
         _update_delivery(conn, delivery_id, own)
         return Finished(result_status=r.status, result_created_at=created)
-    apply_writes(conn, rows, done.writes, now, also={d.position: own})
     if done.exhausted and alerts:
         record_undelivered(conn, r, now)  # reads the failed status the writes just stored
     writes = done.writes
@@ -453,18 +448,22 @@ def _finish(conn: Connection, delivery_id: int, *, delivered: bool, now: datetim
 
 
 def _update_delivery(conn: Connection, delivery_id: int, values: dict[str, Any]) -> None:
+    """Set these columns of one delivery (the shared statement: its SET list is the parameters)."""
     conn.execute(UPDATE_DELIVERY, {"b_id": delivery_id, **values})
 
 
 def _event_row(delivery_id: int, at: datetime, outcome: str, *, http_status: int | None = None,
-               discord_code: int | None = None, message: str | None = None) -> dict[str, Any]:
+               discord_code: int | None = None, message: str | None = None,
+               retry_at: datetime | None = None) -> dict[str, Any]:
+    """The parameters of one event row (every column, so rows of one executemany share a shape)."""
     return {"delivery_id": delivery_id, "at": at, "outcome": outcome, "http_status": http_status,
-            "discord_code": discord_code, "message": message, "retry_at": None}
+            "discord_code": discord_code, "message": message, "retry_at": retry_at}
 
 
-def _record_sent(conn: Connection, delivery_id: int, plan_id: int, message_id: str, now: datetime) -> None:
+def _record_sent(conn: Connection, delivery_id: int, plan_id: int, message_id: str, now: datetime) -> dict[str, Any]:
+    """Mark the planned message sent; returns its "sent" event row, for the caller to insert with its others."""
     conn.execute(_MARK_SENT, {"b_id": plan_id, "message_id": message_id, "sent_at": now})
-    _event(conn, delivery_id, now, "sent", message=f"message {message_id}")
+    return _event_row(delivery_id, now, "sent", message=f"message {message_id}")
 
 
 def _stored_plans(conn: Connection, delivery_id: int) -> list[StoredPlan]:

@@ -95,10 +95,14 @@ GenerationMaker = Callable[[NewGeneration], None]
 
 
 def advance(conn: Connection, rows: RouteRows, event: Event, now: datetime, *,
-            new_generation: GenerationMaker | None = None) -> Transition:
-    """Decide ``event`` on the rows' route and apply the writes; the transition (for its writes)."""
+            new_generation: GenerationMaker | None = None,
+            also: dict[int, dict[str, Any]] | None = None) -> Transition:
+    """Decide ``event`` on the rows' route and apply the writes; the transition (for its writes).
+
+    ``InvalidTransition`` leaves before anything is written. ``also``: see :func:`apply_writes`.
+    """
     done = transition(rows.route, event)
-    apply_writes(conn, rows, done.writes, now, new_generation=new_generation)
+    apply_writes(conn, rows, done.writes, now, new_generation=new_generation, also=also)
     return done
 
 
