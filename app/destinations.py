@@ -7,6 +7,7 @@ the host a producer wrote, so the URL is only a way to carry ``{id}/{token}``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Any
@@ -33,8 +34,13 @@ class InvalidDestination(ValueError):
         self.reason = reason
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_webhook_url(url: str, api_base: str) -> tuple[str, str, str | None]:
-    """``(webhook_id, token, thread_id)`` of an acceptable webhook URL, else ``ValueError`` with why."""
+    """``(webhook_id, token, thread_id)`` of an acceptable webhook URL, else ``ValueError`` with why.
+
+    A pure function of its two strings, and producers post to the same few webhooks again and
+    again: accepted URLs are remembered (a refused one raises, which is never cached).
+    """
     if any(ch.isspace() for ch in url) or "\\" in url:
         raise ValueError("must not contain whitespace or backslashes")
     parts = urlsplit(url)

@@ -94,7 +94,7 @@ def parse_json_object(raw: bytes | str, where: str) -> dict[str, Any]:
         raise invalid([{"field": where, "message": f"is nested deeper than {MAX_NESTING} levels"}]) from None
     if not isinstance(payload, dict):
         raise invalid([{"field": where, "message": "must be a JSON object"}], status=400)
-    if (problem := check_body(payload)) is not None:
+    if (problem := check_body(payload, raw)) is not None:
         raise invalid([{"field": problem[0], "message": problem[1]}])
     return payload
 

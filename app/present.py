@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from urllib.parse import quote
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from schemas.api import AttachmentOut, DeliveryOut, LastError, ResultContent, ResultOut
 from schemas.bounds import check_media_type
@@ -15,6 +17,17 @@ from store.views import AttachmentMeta, DeliveryView, ResultContentView, ResultV
 # A producer's file is never a page of the relay: no sniffing it into HTML, and even if a browser
 # renders it (an uploaded text/html or image/svg+xml), no script, form or same-origin access.
 DOWNLOAD_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+
+
+def accepted_response(result_id: str, status: str, headers: Mapping[str, str] | None = None) -> Response:
+    """The ``202`` of ``POST /v1/results``: the ``Accepted`` body, written straight to JSON bytes.
+
+    Same bytes as FastAPI would produce from ``schemas.api.Accepted`` (a test holds them equal),
+    without its validate-then-serialise round per request on the ingest hot path.
+    """
+    body = {"id": result_id, "status": status, "links": {"self": f"/v1/results/{result_id}"}}
+    return Response(json.dumps(body, separators=(",", ":")).encode(), status_code=202, headers=headers,
+                    media_type="application/json")
 
 
 def attachment_download(results: ResultStore, result_id: str, meta: AttachmentMeta, *,

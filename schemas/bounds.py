@@ -63,8 +63,21 @@ def json_problem(value: Any, limit: int = MAX_NESTING) -> tuple[str, str] | None
     return None
 
 
-def check_body(payload: dict[str, Any]) -> tuple[str, str] | None:
-    """``json_problem`` of each top-level field of a body, so that each field gets ``MAX_NESTING`` levels."""
+def check_body(payload: dict[str, Any], raw: bytes | str | None = None) -> tuple[str, str] | None:
+    """``json_problem`` of each top-level field of a body, so that each field gets ``MAX_NESTING`` levels.
+
+    ``raw``, the JSON text ``payload`` was decoded from, lets most bodies skip the walk. In a UTF-8
+    text (no NUL byte: UTF-16 and UTF-32, which ``json.loads`` also reads, always have them) a NUL
+    can only arrive as a ``\\u`` escape, because the decoder refuses raw control characters, and an
+    unpaired surrogate as a ``\\u`` escape or as the bytes ``ED A0``-``ED BF`` (which ``json.loads``
+    decodes with ``surrogatepass``). A text with no more brackets than ``MAX_NESTING`` cannot nest
+    deeper. Brackets, backslashes and ``ED`` bytes of valid text only send a body the long way.
+    """
+    if raw is not None:
+        text = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+        if (b"\\u" not in text and b"\x00" not in text and b"\xed" not in text
+                and text.count(b"[") + text.count(b"{") <= MAX_NESTING):
+            return None
     for name, value in payload.items():
         if _BAD_TEXT.search(name):
             return "body", "has a key with NUL characters or unpaired surrogates"

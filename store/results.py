@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, exists, func, insert, or_, select
+from sqlalchemy import Connection, Select, bindparam, delete, exists, func, insert, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -72,12 +74,28 @@ def _outcome(fn: Callable[[_Pending], tuple[str, bool]], pending: _Pending) -> t
         return exc
 
 
-def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bool] | BaseException]:
+_RESULTS, _ATTACHMENTS, _DELIVERIES, _VIEWERS = (table_of(t) for t in (Result, Attachment, Delivery, ResultViewer))
+# Ingest's statements, built once (building a statement and its cache key per batch cost more than
+# running it). The destination upsert is spelled per dialect, like ``dialect_insert``.
+_KNOWN_KEYS = (select(_RESULTS.c.id, _RESULTS.c.idempotency_key, _RESULTS.c.request_hash)
+               .where(_RESULTS.c.key_id == bindparam("key_id"),
+                      _RESULTS.c.idempotency_key.in_(bindparam("keys", expanding=True))))
+_INSERT_RESULTS, _INSERT_ATTACHMENTS, _INSERT_DELIVERIES, _INSERT_VIEWERS = (
+    insert(t) for t in (_RESULTS, _ATTACHMENTS, _DELIVERIES, _VIEWERS))
+_INSERT_DESTINATIONS = {
+    name: make(table_of(Destination)).on_conflict_do_nothing(index_elements=["key"])
+    for name, make in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
+def _insert_batch(conn: Connection, batch: list[_Pending]) -> list[tuple[str, bool] | BaseException]:
     """Write every new result of ``batch`` with a few multi-row INSERTs; idempotent replays write nothing.
 
     Runs inside the writer's write transaction (``BEGIN IMMEDIATE`` on SQLite), so the idempotency
     check and the inserts see one consistent store. Keys repeated inside the batch resolve to the
-    first occurrence, exactly as if the items had been committed one after another.
+    first occurrence, exactly as if the items had been committed one after another. Core statements
+    on the connection: nothing written here is read back in this transaction, so the ORM's
+    per-object bookkeeping would buy nothing.
     """
     known: dict[tuple[str, str], tuple[str, str]] = {}  # (key_id, idempotency key) -> (id, request hash)
     by_key: dict[str, set[str]] = {}
@@ -85,11 +103,7 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
         if p.new.idempotency_key is not None:
             by_key.setdefault(p.new.key_id, set()).add(p.new.idempotency_key)
     for key_id, idem_keys in by_key.items():
-        rows = session.execute(
-            select(col(Result.id), col(Result.idempotency_key), col(Result.request_hash))
-            .where(col(Result.key_id) == key_id, col(Result.idempotency_key).in_(sorted(idem_keys)))
-        ).all()
-        for row in rows:
+        for row in conn.execute(_KNOWN_KEYS, {"key_id": key_id, "keys": sorted(idem_keys)}):
             known[(key_id, row.idempotency_key)] = (row.id, row.request_hash)
 
     now = utcnow()
@@ -138,19 +152,11 @@ def _insert_batch(session: Session, batch: list[_Pending]) -> list[tuple[str, bo
 
     if destinations:
         # Sorted, so replicas inserting overlapping destinations take row locks in the same order.
-        ordered = [destinations[k] for k in sorted(destinations)]
-        session.execute(dialect_insert(session, table_of(Destination)).on_conflict_do_nothing(index_elements=["key"]),
-                        ordered)
-    # Core multi-row INSERTs (executemany): the ORM's per-object bookkeeping is most of the cost of
-    # a single-row create, and none of it is needed for rows nobody reads back in this session.
-    if results:
-        session.execute(insert(table_of(Result)), results)
-    if attachments:
-        session.execute(insert(table_of(Attachment)), attachments)
-    if deliveries:
-        session.execute(insert(table_of(Delivery)), deliveries)
-    if viewers:
-        session.execute(insert(table_of(ResultViewer)), viewers)
+        conn.execute(_INSERT_DESTINATIONS[conn.dialect.name], [destinations[k] for k in sorted(destinations)])
+    for statement, rows in ((_INSERT_RESULTS, results), (_INSERT_ATTACHMENTS, attachments),
+                            (_INSERT_DELIVERIES, deliveries), (_INSERT_VIEWERS, viewers)):
+        if rows:
+            conn.execute(statement, rows)
     return outcomes
 
 
@@ -204,9 +210,8 @@ class ResultStore(Store):
     def _write_batch(self, batch: list[_Pending]) -> list[tuple[str, bool] | BaseException]:
         """One transaction for the whole batch; on any item-level failure, one transaction per item."""
         try:
-            with self._db.session(write=True) as session:
-                outcomes = _insert_batch(session, batch)
-            return outcomes
+            with self._db.connection(write=True) as conn:
+                return _insert_batch(conn, batch)
         except StoreUnavailable as exc:
             # The store is down or locked: every item would fail the same way, so fail them together.
             return [exc] * len(batch)
@@ -230,8 +235,8 @@ class ResultStore(Store):
             return self._insert_one(pending)
 
     def _insert_one(self, pending: _Pending) -> tuple[str, bool]:
-        with self._db.session(write=True) as session:
-            [outcome] = _insert_batch(session, [pending])
+        with self._db.connection(write=True) as conn:
+            [outcome] = _insert_batch(conn, [pending])
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome

@@ -9,11 +9,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from app.deps import ProducerDep, ResultsDep, RuntimeDep
+from app.auth import authenticate
+from app.deps import ProducerDep, ResultsDep, RuntimeDep, runtime_of
 from app.errors import ApiError, invalid, validation_details
 from app.ingest import build_targets, read_result
 from app.openapi import RESULT_BODY
-from app.present import attachment_download, content_out, result_out
+from app.present import accepted_response, attachment_download, content_out, result_out
 from delivery.metrics import RESULTS_RECEIVED
 from schemas.api import (
     Accepted,
@@ -35,20 +36,27 @@ router = APIRouter(prefix="/v1/results", tags=["results"],
 @router.post("", status_code=202, response_model=Accepted, openapi_extra={"requestBody": RESULT_BODY},
              responses={400: {"model": ErrorBody}, 409: {"model": ErrorBody}, 413: {"model": ErrorBody},
                         415: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-async def create_result(
-    request: Request, runtime: RuntimeDep, producer: ProducerDep, response: Response
-) -> Accepted:
-    """Store a result durably (committed before this answers) and queue its delivery."""
+async def create_result(request: Request) -> Response:
+    """Store a result durably (committed before this answers) and queue its delivery.
+
+    The hot path of ingest, so it takes only the request: the runtime and the producer come from
+    the same functions the typed dependencies call, without FastAPI resolving a dependency graph per
+    request, and the answer is written as bytes instead of through the response model (which still
+    documents it). Both were a third of this route's CPU.
+    """
+    runtime = runtime_of(request)
+    producer = await authenticate(request, runtime.keys)
     new = await read_result(request, producer=producer, settings=runtime.settings, cipher=runtime.cipher)
     result_id, created = await runtime.results.create_async(new)
+    headers = None
     if created:
         RESULTS_RECEIVED.inc()
         runtime.wake_workers()
         status = "pending"  # just committed: nothing can have touched it yet, no need to read it back
     else:
-        response.headers["Idempotent-Replayed"] = "true"
+        headers = {"Idempotent-Replayed": "true"}
         status = (await run_in_threadpool(lambda: runtime.results.get(result_id, tenant=producer.tenant))).status
-    return Accepted(id=result_id, status=status, links={"self": f"/v1/results/{result_id}"})
+    return accepted_response(result_id, status, headers)
 
 
 @router.get("", response_model=ResultPage)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from schemas.api import Accepted
 from tests.conftest import WEBHOOK_URL, Relay, result_payload
 
 
@@ -22,6 +23,9 @@ def test_json_result_is_stored_and_read_back(relay: Relay) -> None:
     body = resp.json()
     assert body["id"].startswith("res_") and body["status"] == "pending"
     assert body["links"] == {"self": f"/v1/results/{body['id']}"}
+    # Written as bytes on the hot path: still exactly the documented model, as JSON.
+    assert resp.headers["content-type"] == "application/json"
+    assert resp.content == Accepted.model_validate(body).model_dump_json().encode()
 
     got = relay.client.get(body["links"]["self"]).json()
     assert got["status"] == "pending" and got["workflow_id"] == "wf_1" and got["title"] == "Analysis: a video"
