@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
@@ -16,7 +17,28 @@ def _b32(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+_RANDOM_BYTES = 10
+_POOL_BYTES = 4096
+_pools = threading.local()
+
+
+def _random_bytes() -> bytes:
+    """10 bytes from ``os.urandom``, drawn 4 KiB at a time per thread.
+
+    ``os.urandom`` lets go of the GIL for its ``getrandom`` call, and on a busy event loop getting
+    it back meant waiting for the store's writer thread: a single id cost a switch. The bytes are the
+    same kernel randomness; each thread has its own pool, so no bytes are ever handed out twice.
+    """
+    pool: bytes = getattr(_pools, "data", b"")
+    pos: int = getattr(_pools, "pos", 0)
+    if pos + _RANDOM_BYTES > len(pool):
+        pool, pos = os.urandom(_POOL_BYTES), 0
+        _pools.data = pool
+    _pools.pos = pos + _RANDOM_BYTES
+    return pool[pos:pos + _RANDOM_BYTES]
+
+
 def new_id(prefix: str) -> str:
     """A ULID-shaped id: 48 bits of milliseconds then 80 random bits, so ids sort by creation time."""
     millis = time.time_ns() // 1_000_000
-    return f"{prefix}_{_b32(millis, 10)}{_b32(int.from_bytes(os.urandom(10), 'big'), 16)}"
+    return f"{prefix}_{_b32(millis, 10)}{_b32(int.from_bytes(_random_bytes(), 'big'), 16)}"
