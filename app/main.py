@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -27,7 +26,7 @@ from app.openapi import install_openapi
 from app.runtime import Runtime
 from app.settings import Settings
 from app.transcriptions import start_transcription_service
-from app.workers import start_workers, wire_wakeups
+from app.workers import start_workers, startup_frozen, wire_wakeups
 from delivery.supervise import supervise
 from schemas.clock import utcnow
 from store.results import retention_cutoffs
@@ -69,14 +68,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         close_wakeups = wire_wakeups(rt, workers)
         purge_stop = asyncio.Event()
         purge = asyncio.create_task(purge_forever(rt, purge_stop), name="retention-purge")
-        # What start-up built (modules, routes, compiled statements, pools) lives as long as the
-        # process. Left in the collector's oldest generation it made every full collection walk it:
-        # 12 pauses of up to 139 ms in 20 s of ingest, which were its p99. Frozen, they are skipped.
-        gc.freeze()
         try:
-            yield
+            with startup_frozen():
+                yield
         finally:
-            gc.unfreeze()  # an app that stops (tests start many) gives its objects back to the collector
             purge_stop.set()
             await purge
             if app.state.transcriptions is not None:

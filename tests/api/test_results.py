@@ -199,3 +199,24 @@ def test_health_and_docs(relay: Relay) -> None:
     refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(spec)))
     assert "ResultIn" in refs and refs <= set(spec["components"]["schemas"])  # every $ref resolves
     assert "/v1/results" in spec["paths"] and "multipart/form-data" in json.dumps(spec["paths"]["/v1/results"])
+
+
+def test_startup_objects_are_frozen_while_serving_and_given_back_after(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """What start-up built stays out of the collector's full walks while the app serves, and only then."""
+    import gc
+
+    from app.main import create_app
+    from app.runtime import Runtime
+    from app.settings import Settings
+    from tests.support.server import LiveServer
+
+    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp_path}/relay.db", run_workers=False)
+    runtime = Runtime.build(settings)
+    server = LiveServer(create_app(runtime=runtime)).start()
+    try:
+        assert gc.get_freeze_count() > 10_000
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        server.stop()
+        runtime.close()
+    assert gc.get_freeze_count() == 0
