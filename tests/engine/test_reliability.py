@@ -216,3 +216,40 @@ def test_healthz_reports_a_wedged_loop_and_readyz_a_failing_one(relay: Relay) ->
     assert relay.client.get("/healthz").status_code == 200  # failing is not wedged: no restart
     loops.unregister("test-failing")
     assert relay.client.get("/readyz").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_that_sat_idle_is_pinged_and_one_just_used_is_not(
+        pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection idle past ``PG_PING_AFTER_IDLE_S`` and killed by the server is replaced unseen;
+    one used moments ago goes out unpinged (no round trip per transaction), and if the server
+    dropped it meanwhile, that one transaction fails as ``StoreUnavailable`` and the next one works."""
+    from store import engine as engine_module
+    from store.errors import StoreUnavailable
+    from store.session import Database
+    from tests.support.db import pg_url
+
+    pings: list[int] = []
+    db = Database(engine_module.make_engine(pg_url(pg_database)))
+    real_ping = db.engine.dialect.do_ping
+    monkeypatch.setattr(db.engine.dialect, "do_ping", lambda conn: pings.append(1) or real_ping(conn))
+    try:
+        for _ in range(5):
+            with db.connection() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+        assert pings == []  # each checkout followed a use moments before
+
+        _terminate_backends(pg_database)
+        monkeypatch.setattr(engine_module, "PG_PING_AFTER_IDLE_S", 0.0)  # as if it had sat idle
+        with db.connection() as conn:
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+        assert len(pings) == 1  # the ping found it dead; a new connection served, nobody saw an error
+
+        monkeypatch.setattr(engine_module, "PG_PING_AFTER_IDLE_S", 3600.0)
+        _terminate_backends(pg_database)
+        with pytest.raises(StoreUnavailable), db.connection() as conn:
+            conn.execute(text("SELECT 1"))
+        with db.connection() as conn:  # the failure invalidated the pool: the next one reconnects
+            assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        db.dispose()
