@@ -82,8 +82,11 @@ class DeliveryStore(Protocol):
         """Discord holds this message: its id is durable before the next message is sent."""
         ...
 
-    def set_thread(self, delivery_id: int, thread_id: str) -> None:
-        """The forum post this delivery's first message created: later messages and retries go there."""
+    def set_thread(self, delivery_id: int, thread_id: str, *, sent: tuple[int, str] | None = None) -> None:
+        """The forum post this delivery's first message created: later messages and retries go there.
+
+        ``sent`` (plan id, message id), the message that created it, is marked sent in the same transaction.
+        """
         ...
 
     def set_render_scale(self, delivery_id: int, scale: int, note: str) -> None:

@@ -351,9 +351,11 @@ class DeliveryWorker:
                 if self._stop.is_set():
                     return False
                 self._check_interaction(work)
-                message_id = await self._send(work, dest, stored, state)
+                message_id, recorded = await self._send(work, dest, stored, state)
                 metrics.MESSAGES_SENT.labels(kind=work.kind).inc()
-                if position == len(unsent) - 1:
+                if recorded:
+                    pass  # its id went in with the forum post it created (``set_thread``)
+                elif position == len(unsent) - 1:
                     last_sent = (stored.id, message_id)  # recorded together with the delivery's end
                 else:
                     await _persist(self.run_store, self._queue.mark_sent, stored.id, message_id, delivery_id)
@@ -514,7 +516,8 @@ class DeliveryWorker:
 
     # --- sending -----------------------------------------------------------------------------------
 
-    async def _send(self, work: Work, dest: ClaimedDestination, stored: StoredPlan, state: dict[str, Any]) -> str:
+    async def _send(self, work: Work, dest: ClaimedDestination, stored: StoredPlan,
+                    state: dict[str, Any]) -> tuple[str, bool]:
         files = [
             OutgoingFile(f.filename, f.content_type, f.data if f.data is not None else await asyncio.to_thread(
                 self._queue.read_attachment, work.result_id, f.attachment_index or 0, f.offset, f.length))
@@ -530,18 +533,22 @@ class DeliveryWorker:
             payload.update(nonce=stored.nonce, enforce_nonce=True)
             response = await self._transport.request("POST", f"/channels/{channel}/messages", route_key=dest.key,
                                                      kind="dm", bot=True, payload=payload, files=files)
-            return str(response.json()["id"])
+            return str(response.json()["id"]), False
         thread_id = state.get("threads", {}).get(work.delivery_id, work.thread_id)
         message = await self._webhooks.send(kind=work.kind, route_key=dest.key, target=target, payload=payload,
                                             files=files, thread_id=thread_id, channel=state["channel"])
         if work.kind == "webhook" and target.get("thread_name") and not (target.get("thread_id") or thread_id):
             # The first message created the forum post: every later message of this result goes there,
-            # also after a crash right after this line, so it is stored before the next send.
+            # also after a crash right after this line, so it is stored before the next send, in one
+            # transaction with this message's id (stored apart, a crash between the two would have
+            # sent this message again, into the post it had just created).
             created = str(message.get("channel_id") or "")
             if created.isdigit():
-                await _persist(self.run_store, self._queue.set_thread, work.delivery_id, created)
+                await _persist(self.run_store, self._queue.set_thread, work.delivery_id, created,
+                               sent=(stored.id, str(message["id"])))
                 state.setdefault("threads", {})[work.delivery_id] = created
-        return str(message["id"])
+                return str(message["id"]), True
+        return str(message["id"]), False
 
     async def _handoff_notice(self, work: Work, dest: ClaimedDestination) -> None:
         """Spend an expiring interaction token on telling the user where the result will arrive."""

@@ -173,11 +173,18 @@ class DeliveryQueue(Store):
         with self._connection(write=True) as conn:
             conn.execute(INSERT_EVENT, _record_sent(conn, delivery_id, plan_id, message_id, utcnow()))
 
-    def set_thread(self, delivery_id: int, thread_id: str) -> None:
-        """The forum post this delivery's first message created: later messages and retries go there."""
+    def set_thread(self, delivery_id: int, thread_id: str, *, sent: tuple[int, str] | None = None) -> None:
+        """The forum post this delivery's first message created: later messages and retries go there.
+
+        ``sent`` (plan id, message id), the message that created it, is marked sent in the same
+        transaction: a crash can leave neither or both, never a stored post without its message.
+        """
+        now = utcnow()
         with self._connection(write=True) as conn:
             _update_delivery(conn, delivery_id, {"thread_id": thread_id})
-            _event(conn, delivery_id, utcnow(), "thread_created", message=f"forum post {thread_id}")
+            _event(conn, delivery_id, now, "thread_created", message=f"forum post {thread_id}")
+            if sent is not None:
+                conn.execute(INSERT_EVENT, _record_sent(conn, delivery_id, sent[0], sent[1], now))
 
     def set_render_scale(self, delivery_id: int, scale: int, note: str) -> None:
         """Remember that this delivery renders smaller (after a 413)."""

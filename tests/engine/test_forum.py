@@ -48,6 +48,36 @@ def test_a_result_opens_one_forum_post_and_every_message_goes_into_it(delivering
     assert discord.rejected == []
 
 
+def test_the_post_and_the_message_that_opened_it_are_recorded_in_one_transaction(
+        delivering_relay: Any, discord: Any) -> None:
+    """A crash between storing the new post and storing message 1's id would send message 1 again,
+    into the post it had just opened: both are one commit, and every message is marked sent once."""
+    from sqlalchemy import text
+
+    discord.set_rate_limits(RateLimits(webhook=Limit(1, 0.3)))
+    relay: Relay = delivering_relay()
+    forum = "710000000000000009"
+    wid, _, url = discord.add_webhook(channel_id=forum, forum=True)
+    rid = relay.post_result(result_payload(body=BODY, route=_forum_route(url))).json()["id"]
+    got = wait_for(lambda: _finished(relay, rid), message="finished")
+    assert got["status"] == "delivered", got
+    messages = discord.messages(webhook_id=wid)
+    assert len(messages) == 3
+    with relay.runtime.db.engine.connect() as conn:
+        events = conn.execute(text(
+            "SELECT e.outcome, e.message, e.at FROM delivery_events e JOIN deliveries d ON d.id = e.delivery_id "
+            "WHERE d.result_id = :r ORDER BY e.id"), {"r": rid}).all()
+        sent_at = conn.execute(text(
+            "SELECT p.message_id, p.sent_at FROM planned_messages p JOIN deliveries d ON d.id = p.delivery_id "
+            "WHERE d.result_id = :r ORDER BY p.seq"), {"r": rid}).all()
+    assert [e.message for e in events if e.outcome == "sent"] == [f"message {m.id}" for m in messages]
+    [created] = [e for e in events if e.outcome == "thread_created"]
+    assert created.message == f"forum post {messages[0].id}"
+    # One transaction, one clock reading: the post's event and message 1's mark carry the same instant.
+    assert [r.message_id for r in sent_at] == [m.id for m in messages]
+    assert str(sent_at[0].sent_at)[:26] == str(created.at)[:26]
+
+
 def test_a_retry_after_message_one_stays_in_the_same_post(delivering_relay: Any, discord: Any) -> None:
     discord.set_rate_limits(RateLimits(webhook=Limit(1, 0.3)))
     relay: Relay = delivering_relay(http_retry_attempts=1)
