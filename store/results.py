@@ -14,8 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, delete, exists, func, insert, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -76,16 +74,12 @@ def _outcome(fn: Callable[[_Pending], tuple[str, bool]], pending: _Pending) -> t
 
 _RESULTS, _ATTACHMENTS, _DELIVERIES, _VIEWERS = (table_of(t) for t in (Result, Attachment, Delivery, ResultViewer))
 # Ingest's statements, built once (building a statement and its cache key per batch cost more than
-# running it). The destination upsert is spelled per dialect, like ``dialect_insert``.
+# running it).
 _KNOWN_KEYS = (select(_RESULTS.c.id, _RESULTS.c.idempotency_key, _RESULTS.c.request_hash)
                .where(_RESULTS.c.key_id == bindparam("key_id"),
                       _RESULTS.c.idempotency_key.in_(bindparam("keys", expanding=True))))
 _INSERT_RESULTS, _INSERT_ATTACHMENTS, _INSERT_DELIVERIES, _INSERT_VIEWERS = (
     insert(t) for t in (_RESULTS, _ATTACHMENTS, _DELIVERIES, _VIEWERS))
-_INSERT_DESTINATIONS = {
-    name: make(table_of(Destination)).on_conflict_do_nothing(index_elements=["key"])
-    for name, make in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
-}
 
 
 def _insert_batch(conn: Connection, batch: list[_Pending]) -> list[tuple[str, bool] | BaseException]:
@@ -152,7 +146,8 @@ def _insert_batch(conn: Connection, batch: list[_Pending]) -> list[tuple[str, bo
 
     if destinations:
         # Sorted, so replicas inserting overlapping destinations take row locks in the same order.
-        conn.execute(_INSERT_DESTINATIONS[conn.dialect.name], [destinations[k] for k in sorted(destinations)])
+        upsert = dialect_insert(conn, table_of(Destination)).on_conflict_do_nothing(index_elements=["key"])
+        conn.execute(upsert, [destinations[k] for k in sorted(destinations)])
     for statement, rows in ((_INSERT_RESULTS, results), (_INSERT_ATTACHMENTS, attachments),
                             (_INSERT_DELIVERIES, deliveries), (_INSERT_VIEWERS, viewers)):
         if rows:

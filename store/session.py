@@ -122,12 +122,13 @@ def table_of(model: type[SQLModel]) -> Table:
     return cast(Table, model.__dict__["__table__"])
 
 
-def dialect_insert(session: Session, table: Any) -> Any:
-    """An INSERT in the dialect of ``session``'s database, for ``on_conflict_do_nothing``/``do_update``.
+def dialect_insert(bind: Session | Connection, table: Any) -> Any:
+    """An INSERT in the dialect of ``bind``'s database, for ``on_conflict_do_nothing``/``do_update``.
 
     PostgreSQL and SQLite spell an upsert the same way in SQLAlchemy, but through two classes.
     """
-    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+    dialect = (bind.get_bind() if isinstance(bind, Session) else bind).dialect
+    return (pg_insert if dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 class Store:
