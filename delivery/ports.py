@@ -11,7 +11,7 @@ Every method is one transaction and blocking: the engine calls them through ``as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -36,6 +36,11 @@ class DeliveryStore(Protocol):
     @property
     def single_writer(self) -> bool:
         """True when every write queues for one lock (SQLite): the engine then writes from one thread."""
+        ...
+
+    def run_together(self, calls: Sequence[Callable[[], object]]) -> list[object]:
+        """Run store calls (of this store's database) in one transaction; one outcome per call, a value
+        or the exception it raised, each only after the commit (``store.session.Database.run_together``)."""
         ...
 
     def claim_destinations(self, owner: str, *, limit: int, lease_s: float, exclude: Sequence[str] = (),

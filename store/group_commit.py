@@ -95,7 +95,10 @@ class GroupCommitter(Generic[T, R]):
                 break
             count += 1
         batch, self._pending = self._pending[:count], self._pending[count:]
-        return batch
+        # From here on a waiter can no longer cancel: what it submitted is written and it hears the
+        # outcome. One that cancelled before (its task was cancelled) is left out, never written:
+        # resolving a cancelled future would raise in this thread and end it.
+        return [(item, future) for item, future in batch if future.set_running_or_notify_cancel()]
 
     def _run(self) -> None:
         while True:
@@ -110,6 +113,8 @@ class GroupCommitter(Generic[T, R]):
             self._process(batch)
 
     def _process(self, batch: list[tuple[T, Future[R]]]) -> None:
+        if not batch:
+            return
         items = [item for item, _ in batch]
         try:
             outcomes = list(self._write_batch(items))

@@ -8,7 +8,8 @@ SQLAlchemy's exceptions. Write sessions take SQLite's write lock up front (see `
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar, cast
 
@@ -69,6 +70,7 @@ class Database:
         self.engine = engine
         self._write_engine = engine.execution_options(sqlite_write=True)
         self.postgres = engine.dialect.name == "postgresql"
+        self._joined = threading.local()  # .conn: the transaction of ``run_together`` on this thread
 
     @property
     def single_writer(self) -> bool:
@@ -77,8 +79,14 @@ class Database:
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
-        """A session in one transaction, committed on success; write sessions lock early on SQLite."""
-        with translated(), Session(self._write_engine if write else self.engine, expire_on_commit=False) as session:
+        """A session in one transaction, committed on success; write sessions lock early on SQLite.
+
+        Inside ``run_together`` the session joins that transaction: its commit is a flush, the
+        batch commits.
+        """
+        joined: Connection | None = getattr(self._joined, "conn", None)
+        bind = joined if joined is not None else (self._write_engine if write else self.engine)
+        with translated(), Session(bind, expire_on_commit=False, join_transaction_mode="rollback_only") as session:
             yield session
             session.commit()
 
@@ -87,10 +95,57 @@ class Database:
         """A Core connection in one transaction, committed on success, for statements without ORM objects.
 
         The hot paths (claims, every delivery step, the channel pacer) run here: no identity map,
-        no unit of work, no autoflush, which were most of their CPU through a ``Session``.
+        no unit of work, no autoflush, which were most of their CPU through a ``Session``. Inside
+        ``run_together`` it is that batch's connection, in its transaction.
         """
+        joined: Connection | None = getattr(self._joined, "conn", None)
+        if joined is not None:
+            with translated():
+                yield joined
+            return
         with translated(), (self._write_engine if write else self.engine).begin() as conn:
             yield conn
+
+    def run_together(self, calls: Sequence[Callable[[], object]]) -> list[object]:
+        """Run store calls in one write transaction: each returns (or raises) only after its commit.
+
+        Group commit for a single writer (SQLite): every call of the batch joins one transaction,
+        so BEGIN, COMMIT and the pages the calls share are paid once per batch instead of once
+        per call, and no call sees its outcome before it is durable. Returns one outcome per call,
+        its value or the exception it raised. A call that raises rolls the whole batch back, and
+        then each call runs again in a transaction of its own, so the others commit and the
+        failing one fails alone, leaving nothing (the calls must be store work only, safe to run
+        again after a rollback). When the store itself is away, every call gets that
+        ``StoreUnavailable`` and none runs again.
+        """
+        if len(calls) == 1:
+            return [self._alone(calls[0])]
+        try:
+            with self._joined_transaction():
+                outcomes = [call() for call in calls]
+            return outcomes
+        except StoreUnavailable as exc:
+            return [exc] * len(calls)
+        except Exception:  # noqa: BLE001 - one call's error: the batch is rolled back, each call runs alone
+            return [self._alone(call) for call in calls]
+
+    def _alone(self, call: Callable[[], object]) -> object:
+        """``call()`` in a transaction of its own: its value, or the exception it raised (nothing of it kept)."""
+        try:
+            with self._joined_transaction():
+                return call()
+        except Exception as exc:  # noqa: BLE001 - handed to the caller of this call
+            return exc
+
+    @contextmanager
+    def _joined_transaction(self) -> Iterator[None]:
+        """One write transaction that every ``session``/``connection`` of this thread joins meanwhile."""
+        with translated(), self._write_engine.begin() as conn:
+            self._joined.conn = conn
+            try:
+                yield
+            finally:
+                self._joined.conn = None
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless a trivial query succeeds."""
@@ -158,6 +213,10 @@ class Store:
     def _session(self, *, write: bool = False) -> AbstractContextManager[Session]:
         """One transaction of ``Database.session``."""
         return self._db.session(write=write)
+
+    def run_together(self, calls: Sequence[Callable[[], object]]) -> list[object]:
+        """Store calls of this database in one transaction (``Database.run_together``)."""
+        return self._db.run_together(calls)
 
     def _connection(self, *, write: bool = False) -> AbstractContextManager[Connection]:
         """One transaction of ``Database.connection`` (Core statements only)."""

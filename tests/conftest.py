@@ -42,6 +42,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return url
 
 
+@pytest.fixture
+def runtime(database_url: str) -> Iterator[Runtime]:
+    """A migrated store on this test's backend, no server (store-level tests)."""
+    rt = Runtime.build(Settings(_env_file=None, database_url=database_url, run_workers=False))
+    rt.db.migrate()
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def fresh_reader(database_url: str) -> Iterator[Runtime]:
+    """A second, independent engine: what it reads was committed, not merely written in a transaction."""
+    rt = Runtime.build(Settings(_env_file=None, database_url=database_url, run_workers=False))
+    yield rt
+    rt.close()
+
+
 @dataclass
 class Relay:
     """A relay running over real HTTP, with a producer key and a client that sends it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import func, select
 
 from app.runtime import Runtime
-from app.settings import Settings
 from schemas.tables import Attachment, Delivery, Destination, Result
 from schemas.targets import Target
 from store.errors import IdempotencyConflict
@@ -44,23 +43,6 @@ def new_result(n: int = 0, *, idem: str | None = None, request_hash: str | None 
     )
     values.update(over)
     return NewResult(**values)
-
-
-@pytest.fixture
-def runtime(database_url: str) -> Iterator[Runtime]:
-    """A migrated store on this test's backend."""
-    rt = Runtime.build(Settings(_env_file=None, database_url=database_url, run_workers=False))
-    rt.db.migrate()
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def fresh_reader(database_url: str) -> Iterator[Runtime]:
-    """A second, independent engine: what it reads was committed, not merely written in a session."""
-    rt = Runtime.build(Settings(_env_file=None, database_url=database_url, run_workers=False))
-    yield rt
-    rt.close()
 
 
 def count(rt: Runtime, table: Any, *where: Any) -> int:
