@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,9 +44,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.transport")
 
 TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=60.0, pool=30.0)
-# Bounded: httpcore checks every idle pooled connection (a poll of its socket) on every request and
-# every response, so idle connections cost CPU on each send (bench/delivery.py: 64 kept alive cost
-# 15 % of the engine's CPU). 16 kept alive carry ~160 req/s at Discord's ~100 ms; bursts open more.
+# Bounded: httpcore checks every idle pooled connection (a poll of its socket, through anyio's
+# attribute lookup) on every request and every response of its pool, so idle connections cost CPU
+# on each send (bench/delivery.py: 64 kept alive cost 15 % of the engine's CPU, 16 still a fifth
+# of the event loop's). 16 kept alive carry ~160 req/s at Discord's ~100 ms; bursts open more.
+# Hence POOL_SHARDS pools of a quarter each (``ShardedTransport``): the same connections in all,
+# a quarter of them checked per request.
+POOL_SHARDS = 4
 POOL_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=30.0)
 USER_AGENT = "DiscordBot (https://github.com/result-relay/result-relay, 0.1.0)"
 MAX_CONSECUTIVE_429 = 25
@@ -53,10 +58,44 @@ CLOUDFLARE_BACKOFF_S = 600.0
 
 
 def make_client(read_timeout: float | None = None) -> httpx.AsyncClient:
-    """The one HTTP client a process uses for Discord (connection reuse, bounded pool)."""
+    """The one HTTP client a process uses for Discord (connection reuse, bounded pools)."""
     timeout = TIMEOUT if read_timeout is None else httpx.Timeout(
         connect=TIMEOUT.connect, read=read_timeout, write=TIMEOUT.write, pool=TIMEOUT.pool)
-    return httpx.AsyncClient(timeout=timeout, limits=POOL_LIMITS, headers={"User-Agent": USER_AGENT})
+    return httpx.AsyncClient(timeout=timeout, transport=ShardedTransport(POOL_LIMITS, POOL_SHARDS),
+                             headers={"User-Agent": USER_AGENT})
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """``shards`` connection pools sharing ``limits`` between them; a request's path picks its pool.
+
+    httpcore walks every connection of a pool, polling each idle one's socket, when a request
+    starts and when a response is closed: its cost per request grows with the idle connections it
+    keeps. Split in ``shards`` pools, the process keeps as many connections, and each request
+    walks one pool of them. The path picks the pool (``/webhooks/{id}/…``, ``/channels/{id}/…``):
+    one destination's requests reuse one pool's connections, and many destinations spread evenly.
+    """
+
+    def __init__(self, limits: httpx.Limits, shards: int) -> None:
+        def share(total: int | None) -> int | None:
+            return None if total is None else max(1, -(-total // shards))
+
+        per = httpx.Limits(max_connections=share(limits.max_connections),
+                           max_keepalive_connections=share(limits.max_keepalive_connections),
+                           keepalive_expiry=limits.keepalive_expiry)
+        self.pools = [httpx.AsyncHTTPTransport(limits=per) for _ in range(max(1, shards))]
+
+    def pool_for(self, path: str) -> httpx.AsyncHTTPTransport:
+        """The pool whose connections carry requests to ``path`` (the same pool every time)."""
+        return self.pools[zlib.crc32(path.encode()) % len(self.pools)]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` through its path's pool."""
+        return await self.pool_for(request.url.path).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close every pool."""
+        for pool in self.pools:
+            await pool.aclose()
 
 
 @dataclass(frozen=True)
