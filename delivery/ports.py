@@ -5,7 +5,8 @@ The engine never sees a session, a row or a query. It speaks to the store in the
 ``store.progress.ProgressQueue``, ``store.channels.ChannelStore`` and ``store.alerts.AlertStore``,
 and tests may hand it anything with these methods.
 
-Every method is one transaction and blocking: the engine calls them through ``asyncio.to_thread``.
+Every method is one transaction and blocking: the engine calls them off the event loop (the
+delivery worker on its store thread, several calls in one transaction: ``run_together``).
 ``store.errors.StoreUnavailable`` is the one exception that means "the store is away, try later".
 """
 
@@ -32,11 +33,6 @@ from schemas.work import (
 
 class DeliveryStore(Protocol):
     """Claims, leases and every step of a delivery (``store.deliveries.DeliveryQueue``)."""
-
-    @property
-    def single_writer(self) -> bool:
-        """True when every write queues for one lock (SQLite): the engine then writes from one thread."""
-        ...
 
     def run_together(self, calls: Sequence[Callable[[], object]]) -> list[object]:
         """Run store calls (of this store's database) in one transaction; one outcome per call, a value

@@ -104,24 +104,21 @@ class DeliveryWorker:
         self._dead: list[str] = []
         self._dead_checked_at = float("-inf")
         self.running = False
-        # SQLite has a single writer: funnel this worker's store calls through one thread, so they
-        # queue in Python instead of fighting over the lock in SQLite's sleep-and-retry busy handler
-        # (measured: most of a delivery's wall time went there with a pool of threads). What queued
-        # while the thread wrote goes in one transaction (group commit, ``store.group_commit``):
-        # each caller still resumes only after its own writes are committed.
-        self._store_thread: GroupCommitter[Callable[[], object], object] | None = (
-            GroupCommitter(self._write_together, max_items=STORE_BATCH_MAX, name="delivery-store")
-            if queue.single_writer else None)
+        # Every store call of this worker goes through one writer thread, and what queued while it
+        # wrote goes in one transaction (group commit, ``store.group_commit``): each caller still
+        # resumes only after its own writes are committed. SQLite has a single writer anyway: its
+        # writers then queue in Python, never in SQLite's sleep-and-retry busy handler; on both
+        # stores BEGIN, COMMIT (PostgreSQL's WAL flush) and the thread hop are paid once per batch.
+        self._store_thread: GroupCommitter[Callable[[], object], object] = GroupCommitter(
+            self._write_together, max_items=STORE_BATCH_MAX, name="delivery-store")
 
     async def run_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking store call off the event loop (on the single store thread for SQLite).
+        """Run a blocking store call off the event loop, on the store thread, committed with its batch.
 
         Public so that whatever writes beside this worker in the same process (the channel pacer,
         the progress loop) queues on the same thread: SQLite's writers then wait in Python, never in
         SQLite's busy handler, which sleeps in steps of up to 100 ms while another thread holds the lock.
         """
-        if self._store_thread is None:
-            return await asyncio.to_thread(fn, *args, **kwargs)
         return cast(T, await self._store_thread.call_async(functools.partial(fn, *args, **kwargs)))
 
     def _write_together(self, calls: list[Callable[[], object]]) -> list[object]:

@@ -109,9 +109,11 @@ class Database:
     def run_together(self, calls: Sequence[Callable[[], object]]) -> list[object]:
         """Run store calls in one write transaction: each returns (or raises) only after its commit.
 
-        Group commit for a single writer (SQLite): every call of the batch joins one transaction,
-        so BEGIN, COMMIT and the pages the calls share are paid once per batch instead of once
-        per call, and no call sees its outcome before it is durable. Returns one outcome per call,
+        Group commit for one writer thread (the delivery worker's): every call of the batch joins
+        one transaction, so BEGIN, COMMIT (PostgreSQL's WAL flush) and the pages the calls share
+        are paid once per batch instead of once per call, and no call sees its outcome before it
+        is durable. On PostgreSQL the row locks a call takes are held until the batch commits; a
+        deadlock with another replica's batch fails the batch as ``StoreUnavailable`` (retried). Returns one outcome per call,
         its value or the exception it raised. A call that raises rolls the whole batch back, and
         then each call runs again in a transaction of its own, so the others commit and the
         failing one fails alone, leaving nothing (the calls must be store work only, safe to run
