@@ -265,7 +265,7 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> Outco
             thread = threading.Thread(target=killer, args=(relay_holder, moments, started, kills, stop), daemon=True)
             thread.start()
             outage_thread = threading.Thread(
-                target=database_outage, args=(database_url, flow_s * 0.6, args.db_outage, started, outage, stop),
+                target=database_outage, args=(store.url, flow_s * 0.6, args.db_outage, started, outage, stop),
                 daemon=True)
             outage_thread.start()
             asyncio.run(produce(args, relay.url, store.key, emulator, run_tag, flow, started))
