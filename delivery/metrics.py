@@ -39,5 +39,5 @@ ALERTS_FAILED = Counter("relay_alerts_failed_total",
                         "Alert digests that could not be delivered (logged, never alerted about), by reason",
                         ["reason"])
 STORE_BATCH_CALLS = Histogram(
-    "relay_store_batch_calls", "Store calls of the delivery engine committed in one transaction (SQLite's single "
-    "writer: what queued while the previous batch was written)", buckets=(1, 2, 4, 8, 16, 32, 64))
+    "relay_store_batch_calls", "Store calls of the delivery engine committed in one transaction of its writer "
+    "thread (what queued while the previous batch was written)", buckets=(1, 2, 4, 8, 16, 32, 64))

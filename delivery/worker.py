@@ -57,7 +57,7 @@ INLINE_RENDER_MAX_CHARS = 256 * 1024
 PERSIST_RETRY_S = 60.0
 DESTINATION_CRASH_PAUSE_S = 10.0  # a destination whose serving crashed outside any one delivery rests this long
 DEAD_OWNER_CHECK_S = 1.0  # how often presence is asked which lease owners died
-STORE_BATCH_MAX = 64  # store calls in one transaction of the single writer, at most
+STORE_BATCH_MAX = 64  # store calls in one transaction of the writer thread, at most
 T = TypeVar("T")
 
 

@@ -113,12 +113,13 @@ class Database:
         one transaction, so BEGIN, COMMIT (PostgreSQL's WAL flush) and the pages the calls share
         are paid once per batch instead of once per call, and no call sees its outcome before it
         is durable. On PostgreSQL the row locks a call takes are held until the batch commits; a
-        deadlock with another replica's batch fails the batch as ``StoreUnavailable`` (retried). Returns one outcome per call,
-        its value or the exception it raised. A call that raises rolls the whole batch back, and
-        then each call runs again in a transaction of its own, so the others commit and the
-        failing one fails alone, leaving nothing (the calls must be store work only, safe to run
-        again after a rollback). When the store itself is away, every call gets that
-        ``StoreUnavailable`` and none runs again.
+        deadlock with another replica's batch fails the batch as ``StoreUnavailable`` (retried).
+
+        Returns one outcome per call, its value or the exception it raised. A call that raises
+        rolls the whole batch back, and then each call runs again in a transaction of its own, so
+        the others commit and the failing one fails alone, leaving nothing (the calls must be
+        store work only, safe to run again after a rollback). When the store itself is away,
+        every call gets that ``StoreUnavailable`` and none runs again.
         """
         if len(calls) == 1:
             return [self._alone(calls[0])]
