@@ -76,13 +76,15 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, limits: httpx.Limits, shards: int) -> None:
+        shards = max(1, shards)
+
         def share(total: int | None) -> int | None:
             return None if total is None else max(1, -(-total // shards))
 
         per = httpx.Limits(max_connections=share(limits.max_connections),
                            max_keepalive_connections=share(limits.max_keepalive_connections),
                            keepalive_expiry=limits.keepalive_expiry)
-        self.pools = [httpx.AsyncHTTPTransport(limits=per) for _ in range(max(1, shards))]
+        self.pools = [httpx.AsyncHTTPTransport(limits=per) for _ in range(shards)]
 
     def pool_for(self, path: str) -> httpx.AsyncHTTPTransport:
         """The pool whose connections carry requests to ``path`` (the same pool every time)."""

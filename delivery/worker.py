@@ -109,7 +109,7 @@ class DeliveryWorker:
         # resumes only after its own writes are committed. SQLite has a single writer anyway: its
         # writers then queue in Python, never in SQLite's sleep-and-retry busy handler; on both
         # stores BEGIN, COMMIT (PostgreSQL's WAL flush) and the thread hop are paid once per batch.
-        self._store_thread: GroupCommitter[Callable[[], object], object] = GroupCommitter(
+        self._writer: GroupCommitter[Callable[[], object], object] = GroupCommitter(
             self._write_together, max_items=STORE_BATCH_MAX, name="delivery-store")
 
     async def run_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -119,7 +119,7 @@ class DeliveryWorker:
         the progress loop) queues on the same thread: SQLite's writers then wait in Python, never in
         SQLite's busy handler, which sleeps in steps of up to 100 ms while another thread holds the lock.
         """
-        return cast(T, await self._store_thread.call_async(functools.partial(fn, *args, **kwargs)))
+        return cast(T, await self._writer.call_async(functools.partial(fn, *args, **kwargs)))
 
     def _write_together(self, calls: list[Callable[[], object]]) -> list[object]:
         metrics.STORE_BATCH_CALLS.observe(len(calls))

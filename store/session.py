@@ -63,6 +63,12 @@ def translated() -> Iterator[None]:
         raise
 
 
+class _Joined(threading.local):
+    """Per thread: the connection of the ``run_together`` transaction this thread is in, if any."""
+
+    conn: Connection | None = None
+
+
 class Database:
     """Owns the engine: sessions, the schema's version, and the dialect the queries adapt to."""
 
@@ -70,12 +76,7 @@ class Database:
         self.engine = engine
         self._write_engine = engine.execution_options(sqlite_write=True)
         self.postgres = engine.dialect.name == "postgresql"
-        self._joined = threading.local()  # .conn: the transaction of ``run_together`` on this thread
-
-    @property
-    def single_writer(self) -> bool:
-        """True for SQLite, where writes from many threads only queue for one lock."""
-        return not self.postgres
+        self._joined = _Joined()
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
@@ -84,7 +85,7 @@ class Database:
         Inside ``run_together`` the session joins that transaction: its commit is a flush, the
         batch commits.
         """
-        joined: Connection | None = getattr(self._joined, "conn", None)
+        joined = self._joined.conn
         bind = joined if joined is not None else (self._write_engine if write else self.engine)
         with translated(), Session(bind, expire_on_commit=False, join_transaction_mode="rollback_only") as session:
             yield session
@@ -98,7 +99,7 @@ class Database:
         no unit of work, no autoflush, which were most of their CPU through a ``Session``. Inside
         ``run_together`` it is that batch's connection, in its transaction.
         """
-        joined: Connection | None = getattr(self._joined, "conn", None)
+        joined = self._joined.conn
         if joined is not None:
             with translated():
                 yield joined
@@ -198,11 +199,6 @@ class Store:
     @property
     def _postgres(self) -> bool:
         return self._db.postgres
-
-    @property
-    def single_writer(self) -> bool:
-        """True for SQLite, where writes from many threads only queue for one lock."""
-        return self._db.single_writer
 
     def _claim_lock(self, query: Q) -> Q:
         """The lease claim's lock: candidates ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so replicas
