@@ -92,6 +92,7 @@ class Throughput:
     status_429_after_first_window: int
     start_lag_s: float  # from "sender ready" to the first message
     cpu_s: dict[str, float] = field(default_factory=dict)
+    pacing: dict[str, float] = field(default_factory=dict)  # where the span went: see _pacing
 
 
 def _limits(emulator: Emulator, webhooks: int, messages: int) -> tuple[float, float, float]:
@@ -114,6 +115,39 @@ def _limits(emulator: Emulator, webhooks: int, messages: int) -> tuple[float, fl
     return ideal, per, webhooks * messages / (ideal + per)
 
 
+def _pacing(msgs: list[dict[str, Any]], requests: int, per: float) -> dict[str, float]:
+    """Where a run's first-to-last span went, from the emulator's ``created_at`` of each message.
+
+    Each webhook's messages, in order, fall into fixed windows of ``requests``; the emulator opens a
+    window at its first request and empties it ``per`` seconds later. So a webhook's span is its
+    *start* (first message after the run's first), plus per window after the first the *reset lag*
+    (that window's first message after the earliest moment it could open: the previous window's
+    first plus ``per``), plus ``per`` each, plus the last window's *fill* (first to last message of
+    one window: the chain of send and commit). Each is printed as p50 and max over webhooks or windows;
+    the run's span is the slowest webhook's.
+    """
+    by_hook: dict[str, list[float]] = {}
+    for m in msgs:
+        tag = message_tag(m) or ""
+        by_hook.setdefault(tag.rsplit("-", 1)[0], []).append(float(m["created_at"]))
+    if not by_hook:
+        return {}
+    first = min(min(t) for t in by_hook.values())
+    starts, lags, fills = [], [], []
+    for times in by_hook.values():
+        times.sort()
+        windows = [times[i:i + requests] for i in range(0, len(times), requests)]
+        starts.append(times[0] - first)
+        lags += [b[0] - (a[0] + per) for a, b in zip(windows, windows[1:], strict=False)]
+        fills += [w[-1] - w[0] for w in windows]
+    out: dict[str, float] = {}
+    for name, values in (("start", starts), ("reset_lag", lags), ("fill", fills)):
+        if values:
+            out[f"{name}_p50_ms"] = percentile([v * 1000 for v in values], 0.5)
+            out[f"{name}_max_ms"] = max(values) * 1000
+    return out
+
+
 def _measure(sender: str, emulator: Emulator, tags: set[str], *, ideal: float, per: float, ceiling: float,
              ready_at: float, cpu: dict[str, float]) -> Throughput:
     """Read the emulator's records of one run and turn them into a :class:`Throughput`."""
@@ -122,6 +156,7 @@ def _measure(sender: str, emulator: Emulator, tags: set[str], *, ideal: float, p
     times = sorted(float(m["created_at"]) for m in msgs)
     first, last = (times[0], times[-1]) if times else (float("nan"), float("nan"))
     rejected = emulator.client.get("/_emulator/rejected").json()["rejected"]
+    requests = int(emulator.rate_limits()["webhook"]["requests"])
     late_429 = sum(1 for r in rejected if r["status"] == 429 and float(r["at"]) > first + per)
     span = last - first
     rate = len(msgs) / (span + per) if msgs else 0.0
@@ -131,7 +166,7 @@ def _measure(sender: str, emulator: Emulator, tags: set[str], *, ideal: float, p
         ceiling=ceiling, ratio_to_ceiling=rate / ceiling,
         ideal_first_to_last_s=ideal,
         requests=int(counters["requests"]), status_429=count_429(counters), status_429_after_first_window=late_429,
-        start_lag_s=first - ready_at, cpu_s=cpu)
+        start_lag_s=first - ready_at, cpu_s=cpu, pacing=_pacing(msgs, requests, per))
 
 
 async def _post_all(base: str, key: str, payloads: list[dict[str, Any]], concurrency: int) -> list[str]:
@@ -319,6 +354,11 @@ def _print_throughput(r: Throughput) -> None:
           f"-> {r.ratio_to_ceiling:.3f}x;  requests {r.requests}, 429s {r.status_429} "
           f"({r.status_429_after_first_window} after the first window)")
     print(f"    CPU during the run: {cpu}", flush=True)
+    if r.pacing:
+        p = r.pacing
+        print(f"    where the span went (p50 / max): start {p['start_p50_ms']:.0f} / {p['start_max_ms']:.0f} ms, "
+              f"reset lag per window {p.get('reset_lag_p50_ms', 0):.0f} / {p.get('reset_lag_max_ms', 0):.0f} ms, "
+              f"window fill {p['fill_p50_ms']:.0f} / {p['fill_max_ms']:.0f} ms", flush=True)
 
 
 def run(args: argparse.Namespace, database_url: str | None, label: str) -> dict[str, Any]:

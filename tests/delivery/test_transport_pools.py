@@ -62,11 +62,32 @@ def test_the_shards_share_the_budget_of_one_pool() -> None:
 
 def test_a_path_always_picks_one_pool_and_many_paths_spread_over_all() -> None:
     transport = ShardedTransport(POOL_LIMITS, POOL_SHARDS)
-    paths = [f"/api/v10/webhooks/{1200000000000000000 + i}/tok{i}" for i in range(400)]
+    count = 50 * POOL_SHARDS
+    paths = [f"/api/v10/webhooks/{1200000000000000000 + i}/tok{i}" for i in range(count)]
     assert all(transport.pool_for(p) is transport.pool_for(p) for p in paths)
     spread = Counter(id(transport.pool_for(p)) for p in paths)
     assert len(spread) == POOL_SHARDS
-    assert min(spread.values()) > 400 / POOL_SHARDS / 2  # none starved, none carrying the rest
+    mean = count / POOL_SHARDS
+    assert mean / 2 < min(spread.values()) and max(spread.values()) < mean * 2  # none starved, none carrying the rest
+
+
+def test_every_pool_stays_small_however_many_destinations_send_at_once() -> None:
+    """The CPU of a request grows with the connections of its pool (see ``POOL_SHARDS``)."""
+    async def scenario() -> tuple[int, int]:
+        async with CountingServer() as server:
+            transport = ShardedTransport(POOL_LIMITS, POOL_SHARDS)
+            client = httpx.AsyncClient(transport=transport)
+            try:
+                answers = await asyncio.gather(*(client.post(f"{server.url}/webhooks/{i}/t", json={})
+                                                 for i in range(600)))
+                assert all(a.status_code == 200 for a in answers)
+                return max(len(pool._pool.connections) for pool in transport.pools), server.requests
+            finally:
+                await client.aclose()
+
+    largest, requests = asyncio.run(scenario())
+    assert requests == 600
+    assert largest <= -(-POOL_LIMITS.max_connections // POOL_SHARDS) <= 2
 
 
 def test_one_destination_reuses_its_connection_and_many_share_the_pools() -> None:
