@@ -38,7 +38,17 @@ from schemas.work import ClaimedDestination, Finished, Release, Renderer, Stored
 from store.alerts import record_disabled, record_undelivered
 from store.errors import AttachmentMissing
 from store.results import read_range
-from store.route import DELIVERIES, EVENTS, INSERT_EVENT, PROGRESS, RESULTS, UPDATE_DELIVERY, advance, load_route
+from store.route import (
+    DELIVERIES,
+    EVENTS,
+    INSERT_EVENT,
+    PROGRESS,
+    RESULTS,
+    UPDATE_DELIVERY,
+    advance,
+    load_route,
+    lone_route,
+)
 from store.session import Store, as_utc, table_of, unindexed, utcnow
 
 DESTINATIONS = table_of(Destination)
@@ -296,10 +306,20 @@ def _insert_plans(conn: Connection, delivery_id: int, plans: Sequence[MessagePla
 # The statements of every message sent, built once (see store.route on why).
 # The next due delivery of a destination (its columns named ``d_*``) with its result's row, in one
 # statement; outer, so a delivery whose result is gone is an error, not a destination claimed forever.
+# Three answers ride along, so the common case reads nothing more: whether the result has attachments
+# and the delivery a stored plan (each an index probe; without them, no query for either), and how
+# many deliveries its generation has (one: the route is this row, ``load_route`` is skipped).
+_ROUTE_MATES = DELIVERIES.alias("route_mates")
 _NEXT = (
     select(*(DELIVERIES.c[name].label(f"d_{name}") for name in (
-        "id", "result_id", "generation", "position", "destination_key", "kind", "target_json", "attempts",
-        "render_scale", "first_attempt_at", "thread_id", "notice_sent_at")), RESULTS)
+        "id", "result_id", "generation", "position", "status", "destination_key", "kind", "target_json", "attempts",
+        "render_scale", "first_attempt_at", "thread_id", "notice_sent_at")),
+        exists().where(ATTACHMENTS.c.result_id == DELIVERIES.c.result_id).label("d_has_attachments"),
+        exists().where(PLANS.c.delivery_id == DELIVERIES.c.id).label("d_has_plans"),
+        select(func.count()).where(_ROUTE_MATES.c.result_id == DELIVERIES.c.result_id,
+                                   _ROUTE_MATES.c.generation == DELIVERIES.c.generation)
+        .scalar_subquery().label("d_route_size"),
+        RESULTS)
     .select_from(DELIVERIES.outerjoin(RESULTS, RESULTS.c.id == DELIVERIES.c.result_id))
     # One range of ix_deliveries_destination_next, in order (``unindexed``: SQLite would pick ix_deliveries_due).
     .where(DELIVERIES.c.destination_key == bindparam("b_key"), DELIVERIES.c.status == "pending",
@@ -347,15 +367,15 @@ def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | No
     elif d.generation != r.generation:
         stale = "superseded by a redelivery"
     else:
-        rows = load_route(conn, r)
+        rows = lone_route(r, d) if d.route_size == 1 and d.position == 0 else load_route(conn, r)
         advance(conn, rows, Start(d.position), now)
         following = next((s.kind for s in rows.deliveries[d.position + 1:]), None)
         attempts, first_attempt_at = attempts + 1, first_attempt_at or now  # what the writes just stored
-    atts = conn.execute(_ATTACHMENTS, {"b_id": r.id}).all()
+    atts = conn.execute(_ATTACHMENTS, {"b_id": r.id}).all() if d.has_attachments else []
     defect = None
     try:
         result = render_input(r, atts)
-        plans = _stored_plans(conn, d.id)
+        plans = _stored_plans(conn, d.id) if d.has_plans else []
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # Stored data this code cannot read: one bad result, never a claim that fails forever.
         # The worker treats ``defect`` as a crash of this delivery (counted, bounded, then failed).

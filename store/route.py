@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
@@ -88,6 +88,25 @@ def load_route(conn: Connection, result: Any) -> RouteRows:
     if [d.position for d in rows] != list(range(len(rows))):
         raise ValueError(f"result {result.id}: delivery positions {[d.position for d in rows]} are not 0..n-1")
     return RouteRows(result.id, result.status, result.mode, result.generation, result.workflow_id, rows)
+
+
+class RouteDelivery(NamedTuple):
+    """A delivery as a route holds it (the columns of ``_ROUTE``)."""
+
+    id: int
+    position: int
+    status: str
+    destination_key: str
+    kind: str
+    target_json: Any
+
+
+def lone_route(result: Any, delivery: Any) -> RouteRows:
+    """The route of a result whose generation has this one delivery (at position 0), from rows the
+    caller read already: what :func:`load_route` would read, without the query."""
+    only = RouteDelivery(delivery.id, delivery.position, delivery.status, delivery.destination_key, delivery.kind,
+                         delivery.target_json)
+    return RouteRows(result.id, result.status, result.mode, result.generation, result.workflow_id, [only])
 
 
 # Adds the delivery rows of a new generation (the caller knows the destinations).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from schemas.messages import MessagePlan
+from schemas.work import Work
 from store.deliveries import DeliveryQueue
 from store.notify import PgListener
 from store.presence import FilePresence, PgPresence, new_owner_id, pg_application_name, publishes_presence
-from tests.conftest import Relay, result_payload, wait_for
+from tests.conftest import WEBHOOK_URL, Relay, result_payload, wait_for
 
 
 def _queued(make_relay: Callable[..., Relay]) -> tuple[Relay, DeliveryQueue]:
@@ -77,6 +80,55 @@ def test_finishing_never_starts_work_on_a_lease_that_is_not_ours_any_more(make_r
     assert _lease_of(relay, dest.key)[0] == "w2"
     statuses = sorted(r["status"] for r in relay.client.get("/v1/results").json()["items"])
     assert statuses == ["delivered", "pending"]
+
+
+OTHER_WEBHOOK_URL = "https://discord.com/api/webhooks/223456789012345678/other-webhook-token_XYZ"
+
+
+def _selects_of(relay: Relay, call: Callable[[], object]) -> tuple[object, list[str]]:
+    """``call()``'s outcome and the SELECT statements it sent."""
+    from tests.api.test_query_plans import captured
+
+    with captured(relay.runtime.db.engine) as seen:
+        outcome = call()
+    return outcome, [statement for statement, _ in seen if statement.lstrip().upper().startswith("SELECT")]
+
+
+def _one_plan(result: object, scale: int, kind: str) -> list[MessagePlan]:
+    return [MessagePlan(payload={"content": "planned"})]
+
+
+def test_starting_a_lone_delivery_with_nothing_stored_is_one_read(make_relay: Callable[..., Relay]) -> None:
+    """Once per message sent: route, attachments and plan come with the next delivery's row."""
+    relay, queue = _queued(make_relay)
+    [dest] = queue.claim_destinations("w1", limit=5, lease_s=30)
+    work, selects = _selects_of(relay, lambda: queue.start_next(dest.key, _one_plan))
+    assert isinstance(work, Work) and len(selects) == 1, selects
+    assert work.next_kind is None and work.result.attachments == () and work.attempts == 1
+    assert [p.plan.payload for p in work.plans] == [{"content": "planned"}]  # rendered and stored in that start
+
+
+def test_a_start_still_reads_a_stored_plan_its_attachments_and_its_route_mates(
+        make_relay: Callable[..., Relay]) -> None:
+    relay = make_relay()
+    payload = result_payload(mode="all", route=[{"type": "webhook", "url": WEBHOOK_URL},
+                                                {"type": "webhook", "url": OTHER_WEBHOOK_URL}],
+                             attachments=[{"filename": "a.txt", "content_type": "text/plain",
+                                           "content_base64": base64.b64encode(b"hello").decode()}])
+    assert relay.post_result(payload).status_code == 202
+    queue = DeliveryQueue(relay.runtime.db)
+    claimed = {d.key: d for d in queue.claim_destinations("w1", limit=5, lease_s=30)}
+    assert set(claimed) == {"webhook:123456789012345678", "webhook:223456789012345678"}
+    first = queue.start_next("webhook:123456789012345678", _one_plan)
+    assert first is not None
+    assert first.next_kind == "webhook"  # the route was read: a second destination follows
+    assert [(a.filename, a.size) for a in first.result.attachments] == [("a.txt", 5)]
+    queue.mark_sent(first.plans[0].id, "111", first.delivery_id)
+    # The attempt ends without an outcome (a crash): the next start resumes from the stored plan.
+    again = queue.start_next("webhook:123456789012345678", _one_plan)
+    assert again is not None and again.delivery_id == first.delivery_id and again.attempts == 2
+    assert [(p.id, p.message_id) for p in again.plans] == [(first.plans[0].id, "111")]  # never rendered twice
+    assert [(a.filename, a.size) for a in again.result.attachments] == [("a.txt", 5)]
 
 
 def test_a_live_owners_lease_is_left_alone_and_a_dead_owners_is_taken_over(make_relay: Callable[..., Relay]) -> None:
