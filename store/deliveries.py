@@ -334,13 +334,24 @@ _ATTACHMENTS = (select(ATTACHMENTS.c.idx, ATTACHMENTS.c.filename, ATTACHMENTS.c.
 _PLANS = select(PLANS).where(PLANS.c.delivery_id == bindparam("b_id")).order_by(PLANS.c.seq)
 _INSERT_PLANS = insert(PLANS).returning(PLANS.c.id, sort_by_parameter_order=True)
 _MARK_SENT = update(PLANS).where(PLANS.c.id == bindparam("b_id"))
-# A finishing delivery's place in its route, with its result's row (locked on PostgreSQL).
-_FINISHING = (select(DELIVERIES.c.generation.label("d_generation"), DELIVERIES.c.position.label("d_position"),
-                     RESULTS.c.id, RESULTS.c.status, RESULTS.c.mode, RESULTS.c.generation, RESULTS.c.workflow_id,
-                     RESULTS.c.created_at, RESULTS.c.title, RESULTS.c.tenant)
-              .select_from(DELIVERIES.join(RESULTS, RESULTS.c.id == DELIVERIES.c.result_id))
-              .where(DELIVERIES.c.id == bindparam("b_id")))
-_FINISHING_LOCKED = _FINISHING.with_for_update(of=RESULTS)
+# A finishing delivery's place in its route, with its result's row. On PostgreSQL the result row is
+# locked and the route read after, in a statement of its own: rows joined to a locked one come from
+# the snapshot taken before the lock was granted, so a route mate that another transaction changed
+# meanwhile would look unchanged. SQLite's write transactions run one at a time: there the row also
+# brings the delivery's own route columns and its generation's size, and a lone delivery is its route.
+_FINISHING_COLUMNS = (DELIVERIES.c.generation.label("d_generation"), DELIVERIES.c.position.label("d_position"),
+                      RESULTS.c.id, RESULTS.c.status, RESULTS.c.mode, RESULTS.c.generation, RESULTS.c.workflow_id,
+                      RESULTS.c.created_at, RESULTS.c.title, RESULTS.c.tenant)
+_FINISHING_FROM = DELIVERIES.join(RESULTS, RESULTS.c.id == DELIVERIES.c.result_id)
+_FINISHING_LOCKED = (select(*_FINISHING_COLUMNS).select_from(_FINISHING_FROM)
+                     .where(DELIVERIES.c.id == bindparam("b_id")).with_for_update(of=RESULTS))
+_FINISHING = (select(*_FINISHING_COLUMNS,
+                     *(DELIVERIES.c[name].label(f"d_{name}") for name in (
+                         "id", "status", "destination_key", "kind", "target_json")),
+                     select(func.count()).where(_ROUTE_MATES.c.result_id == DELIVERIES.c.result_id,
+                                                _ROUTE_MATES.c.generation == DELIVERIES.c.generation)
+                     .scalar_subquery().label("d_route_size"))
+              .select_from(_FINISHING_FROM).where(DELIVERIES.c.id == bindparam("b_id")))
 _RELEASE = update(DESTINATIONS).where(DESTINATIONS.c.key == bindparam("b_key"),
                                       DESTINATIONS.c.lease_owner == bindparam("b_owner"))
 _PROGRESS_STATE = select(PROGRESS.c.state_json).where(PROGRESS.c.workflow_id == bindparam("b_workflow"),
@@ -455,7 +466,8 @@ def _finish(conn: Connection, delivery_id: int, *, delivered: bool, now: datetim
         # A superseded generation: outside the route, recorded as it ended.
         _update_delivery(conn, delivery_id, {**own, "status": ended.value})
         return Finished(result_status=r.status, result_created_at=created)
-    rows = load_route(conn, r)
+    lone = not postgres and d.route_size == 1 and d.position == 0
+    rows = lone_route(r, d) if lone else load_route(conn, r)
     event = Delivered(d.position) if delivered else PermanentFailure(d.position)
     try:
         done = advance(conn, rows, event, now, also={d.position: own})

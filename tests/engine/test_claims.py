@@ -108,6 +108,23 @@ def test_starting_a_lone_delivery_with_nothing_stored_is_one_read(make_relay: Ca
     assert [p.plan.payload for p in work.plans] == [{"content": "planned"}]  # rendered and stored in that start
 
 
+def test_finishing_a_lone_delivery_reads_its_route_with_its_row_on_sqlite(make_relay: Callable[..., Relay]) -> None:
+    """PostgreSQL reads the route after the result's lock (see ``_FINISHING``): one read more there."""
+    from schemas.work import Release
+
+    relay, queue = _queued(make_relay)
+    [dest] = queue.claim_destinations("w1", limit=5, lease_s=30)
+    work = queue.start_next(dest.key, _one_plan)
+    assert work is not None
+    outcome, selects = _selects_of(relay, lambda: queue.finish_and_start_next(
+        work.delivery_id, sent=(work.plans[0].id, "222"), key=dest.key, release=Release("w1", None)))
+    finished, following = outcome  # type: ignore[misc]
+    assert following is None and finished.released and finished.result_status == "delivered"
+    postgres = relay.runtime.db.engine.dialect.name == "postgresql"
+    assert len(selects) == (3 if postgres else 2), selects  # the finishing row (+ route), the next due one
+    assert relay.client.get("/v1/results").json()["items"][0]["status"] == "delivered"
+
+
 def test_a_start_still_reads_a_stored_plan_its_attachments_and_its_route_mates(
         make_relay: Callable[..., Relay]) -> None:
     relay = make_relay()
