@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import secrets
 import shutil
 import signal
@@ -66,7 +67,16 @@ from bench._common import (
     small_result,
 )
 
+# The issue's throughput targets: 0.95x the ceiling while it is low enough for the relay (60 x 20,
+# 150 msg/s), 0.6x at 200 x 20 (500 msg/s), where the emulator and the load share the two cores.
 TARGET_CEILING_RATIO = 0.95
+TARGET_CEILING_RATIO_BUSY = 0.6
+BUSY_CEILING = 150.0  # msg/s: above it, the lower target
+
+
+def target_ratio(ceiling: float) -> float:
+    """The throughput target (a fraction of the ceiling) of a run with this ceiling."""
+    return TARGET_CEILING_RATIO if ceiling <= BUSY_CEILING else TARGET_CEILING_RATIO_BUSY
 TARGET_PEER_RATIO = 3.0
 RELAY_WEBHOOK_BASE = 100_000_000  # webhook ids: relay run, latency run and peer run never share a bucket
 LATENCY_WEBHOOK_BASE = 200_000_000
@@ -354,6 +364,11 @@ def _print_throughput(r: Throughput) -> None:
           f"-> {r.ratio_to_ceiling:.3f}x;  requests {r.requests}, 429s {r.status_429} "
           f"({r.status_429_after_first_window} after the first window)")
     print(f"    CPU during the run: {cpu}", flush=True)
+    if r.delivered and len(r.cpu_s) == 2:
+        per_msg = sum(r.cpu_s.values()) / r.delivered
+        cores = os.cpu_count() or 1
+        print(f"    CPU-bound ceiling: {cores} cores / {per_msg * 1000:.2f} ms of CPU per message (both processes) "
+              f"= {cores / per_msg:.0f} msg/s; the rate is {r.rate * per_msg / cores:.2f}x of it", flush=True)
     if r.pacing:
         p = r.pacing
         print(f"    where the span went (p50 / max): start {p['start_p50_ms']:.0f} / {p['start_max_ms']:.0f} ms, "
@@ -380,9 +395,10 @@ def run(args: argparse.Namespace, database_url: str | None, label: str) -> dict[
                 peer = bench_peer(args, emulator, tag)
                 _print_throughput(peer)
             peer_ratio = relay.rate / peer.rate if peer and peer.rate else float("nan")
-            ok = (relay.ratio_to_ceiling >= TARGET_CEILING_RATIO and relay.status_429_after_first_window == 0
+            target = target_ratio(relay.ceiling)
+            ok = (relay.ratio_to_ceiling >= target and relay.status_429_after_first_window == 0
                   and (peer is None or peer_ratio >= TARGET_PEER_RATIO))
-            print(f"RATIO ({label}): relay/ceiling {relay.ratio_to_ceiling:.3f}x (target >= {TARGET_CEILING_RATIO}), "
+            print(f"RATIO ({label}): relay/ceiling {relay.ratio_to_ceiling:.3f}x (target >= {target}), "
                   f"relay/peer {peer_ratio:.2f}x (target >= {TARGET_PEER_RATIO}), relay 429s {relay.status_429} "
                   f"(steady state {relay.status_429_after_first_window}, target 0) "
                   f"-> {'MEETS' if ok else 'MISSES'} target", flush=True)
