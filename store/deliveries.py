@@ -15,7 +15,6 @@ more CPU than the statements themselves (profiled with py-spy; see bench/README.
 from __future__ import annotations
 
 import base64
-import secrets
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from schemas.tables import Attachment, Destination, PlannedMessage
 from schemas.work import ClaimedDestination, Finished, Release, Renderer, StoredPlan, Work
 from store.alerts import record_disabled, record_undelivered
 from store.errors import AttachmentMissing
+from store.ids import random_bytes
 from store.results import read_range
 from store.route import (
     DELIVERIES,
@@ -296,7 +296,7 @@ def _insert_plans(conn: Connection, delivery_id: int, plans: Sequence[MessagePla
     if not plans:
         return []
     rows: list[dict[str, Any]] = [{"delivery_id": delivery_id, "seq": start_seq + offset, "payload_json": plan.payload,
-             "files_json": [_file_to_json(f) for f in plan.files], "nonce": secrets.token_hex(12)}
+             "files_json": [_file_to_json(f) for f in plan.files], "nonce": random_bytes(12).hex()}
             for offset, plan in enumerate(plans)]
     ids = conn.execute(_INSERT_PLANS, rows).scalars().all()
     return [StoredPlan(id=plan_id, seq=row["seq"], plan=plan, nonce=row["nonce"], message_id=None)
@@ -338,7 +338,8 @@ _MARK_SENT = update(PLANS).where(PLANS.c.id == bindparam("b_id"))
 # locked and the route read after, in a statement of its own: rows joined to a locked one come from
 # the snapshot taken before the lock was granted, so a route mate that another transaction changed
 # meanwhile would look unchanged. SQLite's write transactions run one at a time: there the row also
-# brings the delivery's own route columns and its generation's size, and a lone delivery is its route.
+# brings the delivery's own route columns and its generation's size, and a lone delivery is its route;
+# and whether the workflow has an open progress message (most have none: nothing to close then).
 _FINISHING_COLUMNS = (DELIVERIES.c.generation.label("d_generation"), DELIVERIES.c.position.label("d_position"),
                       RESULTS.c.id, RESULTS.c.status, RESULTS.c.mode, RESULTS.c.generation, RESULTS.c.workflow_id,
                       RESULTS.c.created_at, RESULTS.c.title, RESULTS.c.tenant)
@@ -350,7 +351,9 @@ _FINISHING = (select(*_FINISHING_COLUMNS,
                          "id", "status", "destination_key", "kind", "target_json")),
                      select(func.count()).where(_ROUTE_MATES.c.result_id == DELIVERIES.c.result_id,
                                                 _ROUTE_MATES.c.generation == DELIVERIES.c.generation)
-                     .scalar_subquery().label("d_route_size"))
+                     .scalar_subquery().label("d_route_size"),
+                     exists().where(PROGRESS.c.workflow_id == RESULTS.c.workflow_id, PROGRESS.c.done.is_(False))
+                     .label("d_open_progress"))
               .select_from(_FINISHING_FROM).where(DELIVERIES.c.id == bindparam("b_id")))
 _RELEASE = update(DESTINATIONS).where(DESTINATIONS.c.key == bindparam("b_key"),
                                       DESTINATIONS.c.lease_owner == bindparam("b_owner"))
@@ -468,6 +471,8 @@ def _finish(conn: Connection, delivery_id: int, *, delivered: bool, now: datetim
         return Finished(result_status=r.status, result_created_at=created)
     lone = not postgres and d.route_size == 1 and d.position == 0
     rows = lone_route(r, d) if lone else load_route(conn, r)
+    if not postgres:
+        rows.open_progress = bool(d.open_progress)
     event = Delivered(d.position) if delivered else PermanentFailure(d.position)
     try:
         done = advance(conn, rows, event, now, also={d.position: own})

@@ -22,23 +22,24 @@ _POOL_BYTES = 4096
 _pools = threading.local()
 
 
-def _random_bytes() -> bytes:
-    """10 bytes from ``os.urandom``, drawn 4 KiB at a time per thread.
+def random_bytes(count: int = _RANDOM_BYTES) -> bytes:
+    """``count`` bytes from ``os.urandom``, drawn 4 KiB at a time per thread.
 
     ``os.urandom`` lets go of the GIL for its ``getrandom`` call, and on a busy event loop getting
-    it back meant waiting for the store's writer thread: a single id cost a switch. The bytes are the
-    same kernel randomness; each thread has its own pool, so no bytes are ever handed out twice.
+    it back meant waiting for the store's writer thread (and the writer waiting for the loop): a
+    single id or nonce cost a switch. The bytes are the same kernel randomness; each thread has its
+    own pool, so no bytes are ever handed out twice.
     """
     pool: bytes = getattr(_pools, "data", b"")
     pos: int = getattr(_pools, "pos", 0)
-    if pos + _RANDOM_BYTES > len(pool):
-        pool, pos = os.urandom(_POOL_BYTES), 0
+    if pos + count > len(pool):
+        pool, pos = os.urandom(max(_POOL_BYTES, count)), 0
         _pools.data = pool
-    _pools.pos = pos + _RANDOM_BYTES
-    return pool[pos:pos + _RANDOM_BYTES]
+    _pools.pos = pos + count
+    return pool[pos:pos + count]
 
 
 def new_id(prefix: str) -> str:
     """A ULID-shaped id: 48 bits of milliseconds then 80 random bits, so ids sort by creation time."""
     millis = time.time_ns() // 1_000_000
-    return f"{prefix}_{_b32(millis, 10)}{_b32(int.from_bytes(_random_bytes(), 'big'), 16)}"
+    return f"{prefix}_{_b32(millis, 10)}{_b32(int.from_bytes(random_bytes(), 'big'), 16)}"

@@ -70,6 +70,9 @@ class RouteRows:
     generation: int
     workflow_id: str | None
     deliveries: Sequence[Any]  # Core rows: id, position, status, destination_key, kind, target_json
+    # False when the caller read, in this transaction, that the workflow has no open progress message
+    # (then a ``ProgressDone`` has nothing to close and writes nothing).
+    open_progress: bool = True
 
     @property
     def route(self) -> Route:
@@ -165,7 +168,8 @@ def apply_writes(conn: Connection, rows: RouteRows, writes: Sequence[object], no
                 rows.generation, rows.mode = write.generation, write.mode
                 new_generation(write)
             case ProgressDone():
-                progress_done(conn, rows.workflow_id, now)
+                if rows.open_progress:
+                    progress_done(conn, rows.workflow_id, now)
     if result:
         conn.execute(UPDATE_RESULT, {"b_id": rows.result_id, **result, "updated_at": now})
     for position, values in changed.items():

@@ -85,13 +85,19 @@ def test_finishing_never_starts_work_on_a_lease_that_is_not_ours_any_more(make_r
 OTHER_WEBHOOK_URL = "https://discord.com/api/webhooks/223456789012345678/other-webhook-token_XYZ"
 
 
-def _selects_of(relay: Relay, call: Callable[[], object]) -> tuple[object, list[str]]:
-    """``call()``'s outcome and the SELECT statements it sent."""
+def _statements_of(relay: Relay, call: Callable[[], object]) -> tuple[object, list[str]]:
+    """``call()``'s outcome and the statements it sent."""
     from tests.api.test_query_plans import captured
 
     with captured(relay.runtime.db.engine) as seen:
         outcome = call()
-    return outcome, [statement for statement, _ in seen if statement.lstrip().upper().startswith("SELECT")]
+    return outcome, [statement.lstrip() for statement, _ in seen]
+
+
+def _selects_of(relay: Relay, call: Callable[[], object]) -> tuple[object, list[str]]:
+    """``call()``'s outcome and the SELECT statements it sent."""
+    outcome, statements = _statements_of(relay, call)
+    return outcome, [s for s in statements if s.upper().startswith("SELECT")]
 
 
 def _one_plan(result: object, scale: int, kind: str) -> list[MessagePlan]:
@@ -116,12 +122,16 @@ def test_finishing_a_lone_delivery_reads_its_route_with_its_row_on_sqlite(make_r
     [dest] = queue.claim_destinations("w1", limit=5, lease_s=30)
     work = queue.start_next(dest.key, _one_plan)
     assert work is not None
-    outcome, selects = _selects_of(relay, lambda: queue.finish_and_start_next(
+    outcome, statements = _statements_of(relay, lambda: queue.finish_and_start_next(
         work.delivery_id, sent=(work.plans[0].id, "222"), key=dest.key, release=Release("w1", None)))
     finished, following = outcome  # type: ignore[misc]
     assert following is None and finished.released and finished.result_status == "delivered"
     postgres = relay.runtime.db.engine.dialect.name == "postgresql"
+    selects = [s for s in statements if s.upper().startswith("SELECT")]
     assert len(selects) == (3 if postgres else 2), selects  # the finishing row (+ route), the next due one
+    # The workflow has no progress message: on SQLite the finishing row said so, and none is closed.
+    closing = [s for s in statements if s.upper().startswith("UPDATE PROGRESS_MESSAGES")]
+    assert len(closing) == (1 if postgres else 0), closing
     assert relay.client.get("/v1/results").json()["items"][0]["status"] == "delivered"
 
 

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.ingest import sha256_on_loop
-from store.ids import new_id
+from store.ids import new_id, random_bytes
 
 
 def test_ids_are_prefixed_base32_and_sort_by_creation_time() -> None:
@@ -20,6 +20,15 @@ def test_ids_are_prefixed_base32_and_sort_by_creation_time() -> None:
     later = [new_id("res") for _ in range(1000)]
     assert all(re.fullmatch(r"res_[0-9a-hjkmnp-tv-z]{26}", i) for i in [first, *later])
     assert all(first < i for i in later)
+
+
+@given(st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=40))
+def test_random_draws_have_their_size_and_never_repeat_across_refills(sizes: list[int]) -> None:
+    """Mixed sizes (plan nonces take 12, ids 10, some more than a pool): each draw is fresh bytes."""
+    draws = [random_bytes(n) for n in sizes]
+    assert [len(d) for d in draws] == sizes
+    chunks = [d[i:i + 8] for d in draws for i in range(0, len(d) - 7, 8)]
+    assert len(chunks) == len(set(chunks))  # no 64-bit piece handed out twice
 
 
 def test_no_two_ids_share_their_random_part_across_threads_and_pool_refills() -> None:
