@@ -30,12 +30,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import httpcore
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from delivery import metrics
 from delivery.classify import TRANSIENT_STATUS, classify
 from delivery.errors import ChannelBusy, CloudflareBanned, ShuttingDown, Transient
+from delivery.netstream import AsyncioBackend
 from delivery.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
@@ -88,7 +90,17 @@ class ShardedTransport(httpx.AsyncBaseTransport):
                            max_keepalive_connections=share(limits.max_keepalive_connections),
                            keepalive_expiry=limits.keepalive_expiry)
         tls = httpx.create_ssl_context()  # one for all: each pool loading the CA bundle took 19 ms
-        self.pools = [httpx.AsyncHTTPTransport(limits=per, verify=tls) for _ in range(shards)]
+        backend = AsyncioBackend()
+        self.pools: list[httpx.AsyncHTTPTransport] = []
+        for _ in range(shards):
+            pool = httpx.AsyncHTTPTransport(limits=per, verify=tls)
+            # The same pool httpx builds, on asyncio's transports (``delivery.netstream``): httpx takes
+            # no network backend, so its connection pool is replaced (tests hold it to that).
+            pool._pool = httpcore.AsyncConnectionPool(
+                ssl_context=tls, max_connections=per.max_connections,
+                max_keepalive_connections=per.max_keepalive_connections, keepalive_expiry=per.keepalive_expiry,
+                network_backend=backend)
+            self.pools.append(pool)
 
     def pool_for(self, path: str) -> httpx.AsyncHTTPTransport:
         """The pool whose connections carry requests to ``path`` (the same pool every time)."""
