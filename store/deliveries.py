@@ -310,6 +310,8 @@ def _insert_plans(conn: Connection, delivery_id: int, plans: Sequence[MessagePla
 # and the delivery a stored plan (each an index probe; without them, no query for either), and how
 # many deliveries its generation has (one: the route is this row, ``load_route`` is skipped).
 _ROUTE_MATES = DELIVERIES.alias("route_mates")
+_RESULT_COLUMNS = ("id", "status", "mode", "generation", "workflow_id", "created_at", "silent", "title", "summary",
+                   "body", "fields_json", "url", "color", "level", "content", "embeds_json")
 _NEXT = (
     select(*(DELIVERIES.c[name].label(f"d_{name}") for name in (
         "id", "result_id", "generation", "position", "status", "destination_key", "kind", "target_json", "attempts",
@@ -319,7 +321,9 @@ _NEXT = (
         select(func.count()).where(_ROUTE_MATES.c.result_id == DELIVERIES.c.result_id,
                                    _ROUTE_MATES.c.generation == DELIVERIES.c.generation)
         .scalar_subquery().label("d_route_size"),
-        RESULTS)
+        # What starting and rendering read of the result, no more: every column read is decoded
+        # (JSON, timestamps), and the producer's metadata or the result's bookkeeping are not needed.
+        *(RESULTS.c[name] for name in _RESULT_COLUMNS))
     .select_from(DELIVERIES.outerjoin(RESULTS, RESULTS.c.id == DELIVERIES.c.result_id))
     # One range of ix_deliveries_destination_next, in order (``unindexed``: SQLite would pick ix_deliveries_due).
     .where(DELIVERIES.c.destination_key == bindparam("b_key"), DELIVERIES.c.status == "pending",
