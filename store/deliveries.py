@@ -298,7 +298,10 @@ def _insert_plans(conn: Connection, delivery_id: int, plans: Sequence[MessagePla
     rows: list[dict[str, Any]] = [{"delivery_id": delivery_id, "seq": start_seq + offset, "payload_json": plan.payload,
              "files_json": [_file_to_json(f) for f in plan.files], "nonce": random_bytes(12).hex()}
             for offset, plan in enumerate(plans)]
-    ids = conn.execute(_INSERT_PLANS, rows).scalars().all()
+    if len(rows) == 1:  # most plans are one message: a plain INSERT … RETURNING, not the batched form
+        ids = [conn.execute(_INSERT_PLAN, rows[0]).scalar_one()]
+    else:
+        ids = list(conn.execute(_INSERT_PLANS, rows).scalars().all())
     return [StoredPlan(id=plan_id, seq=row["seq"], plan=plan, nonce=row["nonce"], message_id=None)
             for plan_id, row, plan in zip(ids, rows, plans, strict=True)]
 
@@ -337,6 +340,7 @@ _ATTACHMENTS = (select(ATTACHMENTS.c.idx, ATTACHMENTS.c.filename, ATTACHMENTS.c.
                 .order_by(ATTACHMENTS.c.idx))
 _PLANS = select(PLANS).where(PLANS.c.delivery_id == bindparam("b_id")).order_by(PLANS.c.seq)
 _INSERT_PLANS = insert(PLANS).returning(PLANS.c.id, sort_by_parameter_order=True)
+_INSERT_PLAN = insert(PLANS).returning(PLANS.c.id)
 _MARK_SENT = update(PLANS).where(PLANS.c.id == bindparam("b_id"))
 # A finishing delivery's place in its route, with its result's row. On PostgreSQL the result row is
 # locked and the route read after, in a statement of its own: rows joined to a locked one come from
