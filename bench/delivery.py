@@ -72,15 +72,15 @@ from bench._common import (
 TARGET_CEILING_RATIO = 0.95
 TARGET_CEILING_RATIO_BUSY = 0.6
 BUSY_CEILING = 150.0  # msg/s: above it, the lower target
+TARGET_PEER_RATIO = 3.0
+RELAY_WEBHOOK_BASE = 100_000_000  # webhook ids: relay run, latency run and peer run never share a bucket
+LATENCY_WEBHOOK_BASE = 200_000_000
+PEER_WEBHOOK_BASE = 300_000_000
 
 
 def target_ratio(ceiling: float) -> float:
     """The throughput target (a fraction of the ceiling) of a run with this ceiling."""
     return TARGET_CEILING_RATIO if ceiling <= BUSY_CEILING else TARGET_CEILING_RATIO_BUSY
-TARGET_PEER_RATIO = 3.0
-RELAY_WEBHOOK_BASE = 100_000_000  # webhook ids: relay run, latency run and peer run never share a bucket
-LATENCY_WEBHOOK_BASE = 200_000_000
-PEER_WEBHOOK_BASE = 300_000_000
 
 
 @dataclass

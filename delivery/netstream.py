@@ -27,6 +27,9 @@ from httpcore import AsyncNetworkBackend, AsyncNetworkStream
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
 
+# httpcore's names for what it asks of a stream, as asyncio's transports name them.
+_EXTRA_INFO = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
+
 SocketOption = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
 
 
@@ -186,9 +189,8 @@ class AsyncioStream(AsyncNetworkStream):
         transport = protocol.transport
         if transport is None:
             return None
-        names = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername",
-                 "socket": "socket"}
-        return transport.get_extra_info(names[info]) if info in names else None
+        name = _EXTRA_INFO.get(info)
+        return transport.get_extra_info(name) if name else None
 
 
 class AsyncioBackend(AsyncNetworkBackend):

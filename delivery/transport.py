@@ -46,15 +46,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("relay.transport")
 
 TIMEOUT = httpx.Timeout(connect=5.0, read=20.0, write=60.0, pool=30.0)
-# httpcore walks every connection of a pool, polling each idle one's socket through anyio's
-# attribute lookup, when a request starts and when a response closes: a request's CPU grows with
-# the connections of its pool. Many small pools keep that walk short (``ShardedTransport``): 128
-# pools of 2 connections each, 256 in all. Measured 2026-12-07 (200 destinations at once, a
-# loopback server): 1.31 ms of client CPU per request with 4 pools of 16, 0.76 with 64 pools of 4,
-# 0.59 with 128 of 2; bench/delivery.py's 200 × 20: 2.86 → 2.25 ms per message. A destination
-# sends one request at a time, so two connections per pool serve the destinations hashed to it;
-# 256 in all is far more than Discord's limits let one relay keep busy (discord.py does not cap
-# its connections at all).
+# httpcore walks every connection of a pool when a request starts and when a response closes
+# (asking each idle one whether its socket is readable; ``delivery.netstream`` answers that without
+# a system call): a request's CPU grows with the connections of its pool. Many small pools keep
+# that walk short (``ShardedTransport``): 128 pools of 2 connections each, 256 in all. Measured
+# 2026-12-07 (200 destinations at once, a loopback server): 1.31 ms of client CPU per request with
+# 4 pools of 16, 0.76 with 64 pools of 4, 0.59 with 128 of 2; bench/delivery.py's 200 × 20: 2.86 →
+# 2.25 ms per message. A destination sends one request at a time, so two connections per pool serve
+# the destinations hashed to it; 256 in all is far more than Discord's limits let one relay keep
+# busy (discord.py does not cap its connections at all).
 POOL_SHARDS = 128
 POOL_LIMITS = httpx.Limits(max_connections=256, max_keepalive_connections=256, keepalive_expiry=30.0)
 USER_AGENT = "DiscordBot (https://github.com/result-relay/result-relay, 0.1.0)"

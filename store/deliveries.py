@@ -45,6 +45,7 @@ from store.route import (
     PROGRESS,
     RESULTS,
     UPDATE_DELIVERY,
+    RouteRows,
     advance,
     load_route,
     lone_route,
@@ -313,6 +314,10 @@ def _insert_plans(conn: Connection, delivery_id: int, plans: Sequence[MessagePla
 # and the delivery a stored plan (each an index probe; without them, no query for either), and how
 # many deliveries its generation has (one: the route is this row, ``load_route`` is skipped).
 _ROUTE_MATES = DELIVERIES.alias("route_mates")
+# How many deliveries the generation of the query's delivery has (correlated to ``DELIVERIES``).
+_ROUTE_SIZE = (select(func.count()).where(_ROUTE_MATES.c.result_id == DELIVERIES.c.result_id,
+                                          _ROUTE_MATES.c.generation == DELIVERIES.c.generation)
+               .scalar_subquery().label("d_route_size"))
 _RESULT_COLUMNS = ("id", "status", "mode", "generation", "workflow_id", "created_at", "silent", "title", "summary",
                    "body", "fields_json", "url", "color", "level", "content", "embeds_json")
 _NEXT = (
@@ -321,9 +326,7 @@ _NEXT = (
         "render_scale", "first_attempt_at", "thread_id", "notice_sent_at")),
         exists().where(ATTACHMENTS.c.result_id == DELIVERIES.c.result_id).label("d_has_attachments"),
         exists().where(PLANS.c.delivery_id == DELIVERIES.c.id).label("d_has_plans"),
-        select(func.count()).where(_ROUTE_MATES.c.result_id == DELIVERIES.c.result_id,
-                                   _ROUTE_MATES.c.generation == DELIVERIES.c.generation)
-        .scalar_subquery().label("d_route_size"),
+        _ROUTE_SIZE,
         # What starting and rendering read of the result, no more: every column read is decoded
         # (JSON, timestamps), and the producer's metadata or the result's bookkeeping are not needed.
         *(RESULTS.c[name] for name in _RESULT_COLUMNS))
@@ -357,9 +360,7 @@ _FINISHING_LOCKED = (select(*_FINISHING_COLUMNS).select_from(_FINISHING_FROM)
 _FINISHING = (select(*_FINISHING_COLUMNS,
                      *(DELIVERIES.c[name].label(f"d_{name}") for name in (
                          "id", "status", "destination_key", "kind", "target_json")),
-                     select(func.count()).where(_ROUTE_MATES.c.result_id == DELIVERIES.c.result_id,
-                                                _ROUTE_MATES.c.generation == DELIVERIES.c.generation)
-                     .scalar_subquery().label("d_route_size"),
+                     _ROUTE_SIZE,
                      exists().where(PROGRESS.c.workflow_id == RESULTS.c.workflow_id, PROGRESS.c.done.is_(False))
                      .label("d_open_progress"))
               .select_from(_FINISHING_FROM).where(DELIVERIES.c.id == bindparam("b_id")))
@@ -389,7 +390,7 @@ def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | No
     elif d.generation != r.generation:
         stale = "superseded by a redelivery"
     else:
-        rows = lone_route(r, d) if d.route_size == 1 and d.position == 0 else load_route(conn, r)
+        rows = _route_of(conn, r, d)
         advance(conn, rows, Start(d.position), now)
         following = next((s.kind for s in rows.deliveries[d.position + 1:]), None)
         attempts, first_attempt_at = attempts + 1, first_attempt_at or now  # what the writes just stored
@@ -415,6 +416,12 @@ def _start_next(conn: Connection, key: str, now: datetime, render: Renderer | No
                 notice_sent=d.notice_sent_at is not None or _progress_handoff_sent(conn, r, d),
                 plans=tuple(plans), defect=defect, thread_id=d.thread_id or _progress_thread(conn, r, d),
                 silent=bool(r.silent or target.get("silent")))
+
+
+def _route_of(conn: Connection, r: Any, d: Any) -> RouteRows:
+    """The route of ``d``'s result: from the rows in hand when ``d`` (with its ``route_size``) is
+    the generation's only delivery, else read."""
+    return lone_route(r, d) if d.route_size == 1 and d.position == 0 else load_route(conn, r)
 
 
 class _Delivery:
@@ -477,9 +484,10 @@ def _finish(conn: Connection, delivery_id: int, *, delivered: bool, now: datetim
         # A superseded generation: outside the route, recorded as it ended.
         _update_delivery(conn, delivery_id, {**own, "status": ended.value})
         return Finished(result_status=r.status, result_created_at=created)
-    lone = not postgres and d.route_size == 1 and d.position == 0
-    rows = lone_route(r, d) if lone else load_route(conn, r)
-    if not postgres:
+    if postgres:  # see _FINISHING: the route is read after the lock
+        rows = load_route(conn, r)
+    else:
+        rows = _route_of(conn, r, d)
         rows.open_progress = bool(d.open_progress)
     event = Delivered(d.position) if delivered else PermanentFailure(d.position)
     try:
