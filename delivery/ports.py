@@ -39,6 +39,11 @@ class DeliveryStore(Protocol):
         or the exception it raised, each only after the commit (``store.session.Database.run_together``)."""
         ...
 
+    @property
+    def writers(self) -> int:
+        """How many ``run_together`` batches the database takes at once (1 on SQLite)."""
+        ...
+
     def claim_destinations(self, owner: str, *, limit: int, lease_s: float, exclude: Sequence[str] = (),
                            dead_owners: Sequence[str] = ()) -> list[ClaimedDestination]:
         """Lease up to ``limit`` free destinations whose oldest pending delivery is due."""

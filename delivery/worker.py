@@ -109,8 +109,10 @@ class DeliveryWorker:
         # resumes only after its own writes are committed. SQLite has a single writer anyway: its
         # writers then queue in Python, never in SQLite's sleep-and-retry busy handler; on both
         # stores BEGIN, COMMIT (PostgreSQL's WAL flush) and the thread hop are paid once per batch.
+        # PostgreSQL takes several batches at once (``writers`` threads): one alone waited out a
+        # round trip per statement while the cores idled.
         self._writer: GroupCommitter[Callable[[], object], object] = GroupCommitter(
-            self._write_together, max_items=STORE_BATCH_MAX, name="delivery-store")
+            self._write_together, max_items=STORE_BATCH_MAX, name="delivery-store", writers=queue.writers)
 
     async def run_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking store call off the event loop, on the store thread, committed with its batch.

@@ -9,6 +9,13 @@ future: "202 means committed" holds per item, while the lock is never fought ove
 cost is shared. There is no artificial wait: a lone request is written at once, and batches form
 by themselves while the previous batch is committing.
 
+On a store that takes concurrent writers (PostgreSQL), ``writers`` threads may each hold a batch at
+once: a writer that waits for the database's answer to one statement after another (a network
+round trip each) was the limit of the delivery engine there, with the cores idle. A second thread
+starts only when every running one is busy and items are waiting, so a light load still forms one
+batch at a time. Items of one caller stay in order only because a caller waits for each outcome
+before it submits the next; nothing orders items of different callers.
+
 The committer knows nothing about results: ``write_batch`` receives the items and returns one
 outcome per item, a value or an exception (so one bad item fails alone). The thread starts on the
 first submission and ends after ``idle_exit_s`` without work, so a store that is dropped (tests,
@@ -52,7 +59,10 @@ class GroupCommitter(Generic[T, R]):
         size_of: Callable[[T], int] = lambda _item: 0,
         idle_exit_s: float = 2.0,
         name: str = "group-commit",
+        writers: int = 1,
     ) -> None:
+        if writers < 1:
+            raise ValueError("a group committer needs at least one writer thread")
         self._write_batch = write_batch
         self._max_items = max_items
         self._max_bytes = max_bytes
@@ -61,7 +71,9 @@ class GroupCommitter(Generic[T, R]):
         self._name = name
         self._cond = threading.Condition()
         self._pending: list[tuple[T, Future[R]]] = []
-        self._running = False
+        self._writers = writers
+        self._threads = 0  # writer threads alive
+        self._waiting = 0  # of them, those waiting for items
         self.stats = CommitStats()
 
     def submit(self, item: T) -> Future[R]:
@@ -69,11 +81,12 @@ class GroupCommitter(Generic[T, R]):
         future: Future[R] = Future()
         with self._cond:
             self._pending.append((item, future))
-            if self._running:
+            if self._waiting:
                 self._cond.notify()
-            else:
-                self._running = True
-                threading.Thread(target=self._run, name=self._name, daemon=True).start()
+            elif self._threads < self._writers:
+                self._threads += 1
+                name = self._name if self._writers == 1 else f"{self._name}-{self._threads}"
+                threading.Thread(target=self._run, name=name, daemon=True).start()
         return future
 
     def call(self, item: T) -> R:
@@ -103,11 +116,13 @@ class GroupCommitter(Generic[T, R]):
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._pending:
-                    self._cond.wait(timeout=self._idle_exit_s)
-                    if not self._pending:
-                        # Decided under the lock: a later submit sees _running False and starts a new thread.
-                        self._running = False
+                while not self._pending:
+                    self._waiting += 1
+                    notified = self._cond.wait(timeout=self._idle_exit_s)
+                    self._waiting -= 1
+                    if not notified and not self._pending:
+                        # Decided under the lock: a later submit sees one thread fewer and starts one if needed.
+                        self._threads -= 1
                         return
                 batch = self._take_batch()
             self._process(batch)
@@ -123,9 +138,10 @@ class GroupCommitter(Generic[T, R]):
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it; the thread lives on
             log.exception("group commit of %d items failed", len(items))
             outcomes = [exc] * len(items)
-        self.stats.batches += 1
-        self.stats.items += len(items)
-        self.stats.largest = max(self.stats.largest, len(items))
+        with self._cond:  # several writers may finish at once
+            self.stats.batches += 1
+            self.stats.items += len(items)
+            self.stats.largest = max(self.stats.largest, len(items))
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)

@@ -8,6 +8,7 @@ SQLAlchemy's exceptions. Write sessions take SQLite's write lock up front (see `
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -26,6 +27,8 @@ from schemas.clock import utcnow as utcnow
 from store.engine import ensure_schema, migrate, schema_revisions
 from store.errors import StoreUnavailable
 
+log = logging.getLogger("relay.store")
+
 
 def is_unavailable(exc: BaseException) -> bool:
     """Whether a driver error means "the store is not reachable now" rather than a bug in a query.
@@ -40,6 +43,14 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     # A session whose connection died mid-transaction refuses further use until rolled back.
     return isinstance(exc, sa_exc.PendingRollbackError)
+
+
+def is_rolled_back(exc: BaseException) -> bool:
+    """Whether the database chose this transaction to roll back (SQLSTATE class 40: a deadlock, a
+    serialization failure): nothing is wrong with what it ran, and running it again will do."""
+    cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
+    sqlstate = getattr(getattr(cause, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("40")
 
 
 def describe(exc: BaseException) -> str:
@@ -69,6 +80,10 @@ class _Joined(threading.local):
     conn: Connection | None = None
 
 
+#: Write transactions one process runs at once on PostgreSQL (``Database.writers``).
+POSTGRES_WRITERS = 3
+
+
 class Database:
     """Owns the engine: sessions, the schema's version, and the dialect the queries adapt to."""
 
@@ -76,6 +91,11 @@ class Database:
         self.engine = engine
         self._write_engine = engine.execution_options(sqlite_write=True)
         self.postgres = engine.dialect.name == "postgresql"
+        #: How many batches of ``run_together`` may be written at once, each on its own thread and
+        #: connection. SQLite has one writer: a second would only wait for its lock. PostgreSQL
+        #: takes them side by side, and one thread alone spent most of its time waiting for the
+        #: answer to each statement (a round trip each, about a dozen per delivered message).
+        self.writers = POSTGRES_WRITERS if self.postgres else 1
         self._joined = _Joined()
 
     @contextmanager
@@ -119,8 +139,10 @@ class Database:
         Returns one outcome per call, its value or the exception it raised. A call that raises
         rolls the whole batch back, and then each call runs again in a transaction of its own, so
         the others commit and the failing one fails alone, leaving nothing (the calls must be
-        store work only, safe to run again after a rollback). When the store itself is away,
-        every call gets that ``StoreUnavailable`` and none runs again.
+        store work only, safe to run again after a rollback). A batch the database rolled back
+        to break a deadlock with another batch (``writers`` of this process, or another replica)
+        runs again the same way: alone, each call holds only its own locks. When the store itself
+        is away, every call gets that ``StoreUnavailable`` and none runs again.
         """
         if len(calls) == 1:
             return [self._alone(calls[0])]
@@ -129,17 +151,29 @@ class Database:
                 outcomes = [call() for call in calls]
             return outcomes
         except StoreUnavailable as exc:
-            return [exc] * len(calls)
+            if not is_rolled_back(exc):
+                return [exc] * len(calls)
+            log.warning("a batch of %d store calls was rolled back by the database (%s); each runs again alone",
+                        len(calls), exc)
+            return [self._alone(call) for call in calls]
         except Exception:  # noqa: BLE001 - one call's error: the batch is rolled back, each call runs alone
             return [self._alone(call) for call in calls]
 
-    def _alone(self, call: Callable[[], object]) -> object:
-        """``call()`` in a transaction of its own: its value, or the exception it raised (nothing of it kept)."""
-        try:
-            with self._joined_transaction():
-                return call()
-        except Exception as exc:  # noqa: BLE001 - handed to the caller of this call
-            return exc
+    def _alone(self, call: Callable[[], object], *, tries: int = 3) -> object:
+        """``call()`` in a transaction of its own: its value, or the exception it raised (nothing of it kept).
+
+        A deadlock victim is run again, up to ``tries`` times in all, before its caller hears of it.
+        """
+        for attempt in range(1, tries + 1):
+            try:
+                with self._joined_transaction():
+                    return call()
+            except StoreUnavailable as exc:
+                if attempt == tries or not is_rolled_back(exc):
+                    return exc
+            except Exception as exc:  # noqa: BLE001 - handed to the caller of this call
+                return exc
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _joined_transaction(self) -> Iterator[None]:
@@ -216,6 +250,11 @@ class Store:
     def run_together(self, calls: Sequence[Callable[[], object]]) -> list[object]:
         """Store calls of this database in one transaction (``Database.run_together``)."""
         return self._db.run_together(calls)
+
+    @property
+    def writers(self) -> int:
+        """How many ``run_together`` batches may be written at once (``Database.writers``)."""
+        return self._db.writers
 
     def _connection(self, *, write: bool = False) -> AbstractContextManager[Connection]:
         """One transaction of ``Database.connection`` (Core statements only)."""

@@ -116,6 +116,63 @@ def test_committer_thread_exits_when_idle_and_restarts_on_demand() -> None:
     assert committer.call(2) == 2
 
 
+def _in_flight_writer(entered: threading.Semaphore, release: threading.Event,
+                      overlap: list[int]) -> Callable[[list[int]], list[int]]:
+    """A ``write_batch`` that records how many batches are being written at once, holding each
+    until ``release``."""
+    lock, busy = threading.Lock(), [0]
+
+    def write(items: list[int]) -> list[int]:
+        with lock:
+            busy[0] += 1
+            overlap.append(busy[0])
+        entered.release()
+        assert release.wait(5)
+        with lock:
+            busy[0] -= 1
+        return [i * 10 for i in items]
+
+    return write
+
+
+def test_committer_with_two_writers_writes_two_batches_at_once_and_no_more() -> None:
+    entered, release, overlap = threading.Semaphore(0), threading.Event(), []
+    committer: GroupCommitter[int, int] = GroupCommitter(_in_flight_writer(entered, release, overlap),
+                                                         writers=2, idle_exit_s=0.05, name="gc-two")
+    first = committer.submit(1)
+    assert entered.acquire(timeout=5)
+    second = committer.submit(2)  # the first writer is busy: a second thread takes it
+    assert entered.acquire(timeout=5), "a second batch should be written beside the first"
+    queued = [committer.submit(i) for i in range(3, 6)]  # both busy: these wait, as one batch
+    assert not entered.acquire(timeout=0.2), "no third writer"
+    release.set()
+    assert [f.result(5) for f in (first, second, *queued)] == [10, 20, 30, 40, 50]
+    assert max(overlap) == 2
+    assert committer.stats.items == 5 and committer.stats.batches == 3  # 3, 4 and 5 went together
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("gc-two") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "every writer thread should exit when idle"
+        time.sleep(0.01)
+    assert committer.call(6) == 60  # and one starts again on demand
+
+
+def test_committer_with_one_writer_never_overlaps_batches() -> None:
+    entered, release, overlap = threading.Semaphore(0), threading.Event(), []
+    committer: GroupCommitter[int, int] = GroupCommitter(_in_flight_writer(entered, release, overlap))
+    first = committer.submit(1)
+    assert entered.acquire(timeout=5)
+    rest = [committer.submit(i) for i in range(2, 5)]
+    assert not entered.acquire(timeout=0.2)
+    release.set()
+    assert [f.result(5) for f in (first, *rest)] == [10, 20, 30, 40]
+    assert max(overlap) == 1
+
+
+def test_committer_refuses_zero_writers() -> None:
+    with pytest.raises(ValueError, match="at least one writer"):
+        GroupCommitter(lambda items: items, writers=0)
+
+
 def test_committer_survives_a_failing_write_batch() -> None:
     calls = []
 

@@ -14,9 +14,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import event, func, select
 
 from app.runtime import Runtime
+from app.settings import Settings
+from schemas.clock import as_utc
 from schemas.tables import ApiKey, ChannelPacer
 from store.channels import ChannelStore
 from store.errors import StoreUnavailable
@@ -24,6 +27,7 @@ from store.group_commit import GroupCommitter
 from store.keys import KeyStore
 from tests.conftest import Relay, result_payload, wait_for
 from tests.engine.helpers import titles
+from tests.support.db import pg_url, truncate_all
 
 UNTIL = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -100,6 +104,58 @@ def test_an_unreachable_store_fails_every_call_and_runs_none_again(runtime: Runt
     assert all(isinstance(o, StoreUnavailable) for o in outcomes)
     assert runs == ["1"]  # not retried one by one against a store that is away
     assert pacers(fresh_reader) == []
+
+
+@pytest.mark.postgres
+def test_two_batches_in_a_deadlock_both_commit_every_call_once(pg_database: str) -> None:
+    """Two writers of one process (``Database.writers``), or two replicas, lock the same rows in
+    opposite orders: PostgreSQL rolls one batch back, and its calls run again alone instead of
+    failing as an outage (which would pause their destinations)."""
+    url = pg_url(pg_database)
+    truncate_all(url)
+    rt = Runtime.build(Settings(_env_file=None, database_url=url, run_workers=False))
+    try:
+        assert rt.db.writers > 1
+        channels = ChannelStore(rt.db)
+        rt.db.run_together([block(channels, "a"), block(channels, "b")])  # both pacer rows exist
+        both_hold_one = threading.Barrier(2, timeout=10)
+        runs: list[str] = []
+
+        def lock(channel: str, day: int) -> Callable[[], object]:
+            def call() -> object:
+                runs.append(channel)
+                channels.block_channel(channel, datetime(2031, 1, day, tzinfo=UTC))  # a later block: an UPDATE
+                return channel
+            return call
+
+        met: set[str] = set()
+
+        def meet(name: str) -> Callable[[], object]:
+            def call() -> object:
+                if name not in met:  # the first run waits until both batches hold their first row
+                    met.add(name)
+                    both_hold_one.wait()
+                return "met"
+            return call
+
+        outcomes: dict[str, list[object]] = {}
+
+        def batch(name: str, first: str, second: str, day: int) -> None:
+            outcomes[name] = rt.db.run_together([lock(first, day), meet(name), lock(second, day)])
+
+        threads = [threading.Thread(target=batch, args=("ab", "a", "b", 1)),
+                   threading.Thread(target=batch, args=("ba", "b", "a", 2))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert outcomes["ab"] == ["a", "met", "b"] and outcomes["ba"] == ["b", "met", "a"]
+        assert len(runs) > 4  # the deadlock's victim ran its calls again
+        with rt.db.session() as session:
+            until = dict(session.execute(select(ChannelPacer.channel_id, ChannelPacer.blocked_until)).all())
+        assert {as_utc(v).year for v in until.values()} == {2031}  # both batches' writes are there
+    finally:
+        rt.close()
 
 
 def test_a_single_call_is_its_own_transaction_with_its_own_outcome(runtime: Runtime) -> None:
