@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar, cast
 
+from prometheus_client import Counter
 from sqlalchemy import Connection, Engine, Select, Table, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -28,6 +29,9 @@ from store.engine import ensure_schema, migrate, schema_revisions
 from store.errors import StoreUnavailable
 
 log = logging.getLogger("relay.store")
+
+ROLLED_BACK_BATCHES = Counter("relay_store_batches_rolled_back_total",
+                              "Batches of store calls the database rolled back (a deadlock); each call ran again alone")
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -153,6 +157,7 @@ class Database:
         except StoreUnavailable as exc:
             if not is_rolled_back(exc):
                 return [exc] * len(calls)
+            ROLLED_BACK_BATCHES.inc()
             log.warning("a batch of %d store calls was rolled back by the database (%s); each runs again alone",
                         len(calls), exc)
             return [self._alone(call) for call in calls]

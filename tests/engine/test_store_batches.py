@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import event, func, select
 
 from app.runtime import Runtime
@@ -119,6 +120,7 @@ def test_two_batches_in_a_deadlock_both_commit_every_call_once(pg_database: str)
         channels = ChannelStore(rt.db)
         rt.db.run_together([block(channels, "a"), block(channels, "b")])  # both pacer rows exist
         both_hold_one = threading.Barrier(2, timeout=10)
+        rolled_back = REGISTRY.get_sample_value("relay_store_batches_rolled_back_total") or 0.0
         runs: list[str] = []
 
         def lock(channel: str, day: int) -> Callable[[], object]:
@@ -151,6 +153,7 @@ def test_two_batches_in_a_deadlock_both_commit_every_call_once(pg_database: str)
             thread.join(30)
         assert outcomes["ab"] == ["a", "met", "b"] and outcomes["ba"] == ["b", "met", "a"]
         assert len(runs) > 4  # the deadlock's victim ran its calls again
+        assert REGISTRY.get_sample_value("relay_store_batches_rolled_back_total") == rolled_back + 1
         with rt.db.session() as session:
             until = dict(session.execute(select(ChannelPacer.channel_id, ChannelPacer.blocked_until)).all())
         assert {as_utc(v).year for v in until.values()} == {2031}  # both batches' writes are there
