@@ -104,18 +104,18 @@ class DeliveryWorker:
         self._dead: list[str] = []
         self._dead_checked_at = float("-inf")
         self.running = False
-        # Every store call of this worker goes through one writer thread, and what queued while it
+        # Every store call of this worker goes through its writer thread, and what queued while it
         # wrote goes in one transaction (group commit, ``store.group_commit``): each caller still
         # resumes only after its own writes are committed. SQLite has a single writer anyway: its
         # writers then queue in Python, never in SQLite's sleep-and-retry busy handler; on both
         # stores BEGIN, COMMIT (PostgreSQL's WAL flush) and the thread hop are paid once per batch.
-        # PostgreSQL takes several batches at once (``writers`` threads): one alone waited out a
-        # round trip per statement while the cores idled.
+        # On PostgreSQL there are several such threads (``writers``), each with a batch of its own:
+        # one alone waited out a round trip per statement while the cores idled.
         self._writer: GroupCommitter[Callable[[], object], object] = GroupCommitter(
             self._write_together, max_items=STORE_BATCH_MAX, name="delivery-store", writers=queue.writers)
 
     async def run_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a blocking store call off the event loop, on the store thread, committed with its batch.
+        """Run a blocking store call off the event loop, on a writer thread, committed with its batch.
 
         Public so that whatever writes beside this worker in the same process (the channel pacer,
         the progress loop) queues on the same thread: SQLite's writers then wait in Python, never in

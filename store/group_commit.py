@@ -1,4 +1,4 @@
-"""Group commit: many concurrent writers, one writer thread, one transaction per batch.
+"""Group commit: many concurrent writers, one writer thread (or a few), one transaction per batch.
 
 Why: a durable ``202`` needs a committed transaction per request. With one transaction per request,
 every request thread contends for the store's single write lock (SQLite's ``BEGIN IMMEDIATE``
@@ -17,8 +17,8 @@ batch at a time. Items of one caller stay in order only because a caller waits f
 before it submits the next; nothing orders items of different callers.
 
 The committer knows nothing about results: ``write_batch`` receives the items and returns one
-outcome per item, a value or an exception (so one bad item fails alone). The thread starts on the
-first submission and ends after ``idle_exit_s`` without work, so a store that is dropped (tests,
+outcome per item, a value or an exception (so one bad item fails alone). A thread starts on the
+first submission and each ends after ``idle_exit_s`` without work, so a store that is dropped (tests,
 CLI commands) leaves no thread behind and needs no close hook.
 """
 
